@@ -1,0 +1,111 @@
+"""Resolve ``data.corpus`` to the text of the train, valid and test splits.
+
+Sources: ``builtin:python-docs`` (offline, ships with CPython), a UTF-8 text file split by
+``data.split`` at line boundaries, a folder holding ``train.txt``/``valid.txt``/``test.txt`` used as
+given, or an ``https://`` URL whose sha256 must match (downloaded once into ``data/downloads``).
+"""
+from __future__ import annotations
+
+import hashlib
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import SeqlabError
+from pipeline.io import atomic_write
+
+SPLITS = ("train", "valid", "test")
+BUILTINS = ("builtin:python-docs",)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    train: str
+    valid: str
+    test: str
+    source: str
+
+    def split(self, name: str) -> str:
+        return getattr(self, name)
+
+
+def decode_utf8(data: bytes, where: str) -> str:
+    """Decode strictly; the error names the file and the byte offset of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SeqlabError(f"{where}: not valid UTF-8 at byte offset {e.start} "
+                          f"(byte 0x{data[e.start]:02x}); convert the file to UTF-8") from None
+
+
+def _builtin_python_docs() -> str:
+    """The English text of the Python reference documentation that ships with CPython."""
+    from pydoc_data import topics
+    return "\n\n".join(topics.topics[k].strip("\n") for k in sorted(topics.topics)) + "\n"
+
+
+def split_text(text: str, fractions: list[float], where: str) -> tuple[str, str, str]:
+    """Cut ``text`` by character fractions, each cut moved forward to the next line start."""
+    cuts: list[int] = []
+    acc = 0.0
+    for frac in fractions[:2]:
+        acc += frac
+        pos = int(round(acc * len(text)))
+        nl = text.find("\n", max(pos - 1, 0))  # pos itself when a line starts there
+        cuts.append(max(nl + 1 if nl != -1 else pos, cuts[-1] if cuts else 0))
+    parts = (text[:cuts[0]], text[cuts[0]:cuts[1]], text[cuts[1]:])
+    for name, part in zip(SPLITS, parts):
+        if not part.strip():
+            raise SeqlabError(f"{where}: corpus too short for data.split={fractions}: the {name} split "
+                              f"would be empty ({len(text)} characters in all)")
+    return parts
+
+
+def _read_file(path: Path) -> str:
+    text = decode_utf8(path.read_bytes(), str(path))
+    if not text.strip():
+        raise SeqlabError(f"{path}: the corpus is empty")
+    return text
+
+
+def _download(url: str, sha256: str, dest_dir: Path) -> Path:
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "corpus.txt"
+    dest = dest_dir / f"{sha256[:12]}-{name}"
+    if dest.exists() and hashlib.sha256(dest.read_bytes()).hexdigest() == sha256:
+        return dest
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            data = r.read()
+    except OSError as e:
+        raise SeqlabError(f"data.corpus: could not download {url}: {e}") from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha256.lower():
+        raise SeqlabError(f"data.corpus: {url}: sha256 mismatch: expected {sha256}, got {got}; "
+                          "nothing was saved")
+    atomic_write(dest, lambda t: t.write_bytes(data))
+    return dest
+
+
+def load_corpus(spec: str, fractions: list[float], sha256: str | None = None,
+                root: Path = Path(".")) -> Corpus:
+    if spec.startswith("builtin:"):
+        if spec not in BUILTINS:
+            raise SeqlabError(f"data.corpus: unknown builtin {spec!r}; available: {', '.join(BUILTINS)}")
+        return Corpus(*split_text(_builtin_python_docs(), fractions, spec), source=spec)
+    if spec.startswith("https://"):
+        if not sha256:
+            raise SeqlabError("data.sha256: required when data.corpus is an https URL")
+        path = _download(spec, sha256, root / "data" / "downloads")
+        return Corpus(*split_text(_read_file(path), fractions, spec), source=spec)
+    if "://" in spec:
+        raise SeqlabError(f"data.corpus: {spec!r}: only https:// URLs are supported")
+    path = (root / spec) if not Path(spec).is_absolute() else Path(spec)
+    if path.is_dir():
+        missing = [f"{s}.txt" for s in SPLITS if not (path / f"{s}.txt").is_file()]
+        if missing:
+            raise SeqlabError(f"{path}: a corpus folder needs train.txt, valid.txt and test.txt; "
+                              f"missing {', '.join(missing)}")
+        return Corpus(*(_read_file(path / f"{s}.txt") for s in SPLITS), source=str(spec))
+    if path.is_file():
+        return Corpus(*split_text(_read_file(path), fractions, str(path)), source=str(spec))
+    raise SeqlabError(f"data.corpus: {spec!r} is neither a builtin, an https URL, a file nor a folder")

@@ -1,0 +1,160 @@
+"""Tokenizers built on tensorflow-text: ``char``, ``word`` and ``wordpiece``.
+
+Every vocabulary starts with the reserved ids of ``pipeline.vocab_layout`` (``<bos>`` 0, ``<unk>`` 1);
+word and wordpiece add ``<eol>``, one per line of text, which is predicted like any token. The saved
+vocabulary records the tokenizer and its options, so decoding and serving need nothing else.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import SeqlabError
+from pipeline.io import read_json, write_json
+from pipeline.vocab_layout import BOS, BOS_ID, EOL, UNK, UNK_ID
+
+FORMAT_VERSION = 1
+
+
+def _tf():
+    import tensorflow as tf
+    import tensorflow_text as tf_text
+    return tf, tf_text
+
+
+def _lines(text: str) -> list[str]:
+    """Lines of ``text``; a final newline ends the last line rather than starting an empty one."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+@dataclass
+class Tokenizer:
+    kind: str
+    tokens: list[str]
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.tokens[BOS_ID] != BOS or self.tokens[UNK_ID] != UNK:
+            raise SeqlabError(f"vocabulary: ids 0 and 1 must be {BOS} and {UNK}")
+        self._index = {t: i for i, t in enumerate(self.tokens)}
+        self._wordpiece = None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def eol_id(self) -> int | None:
+        return self._index.get(EOL) if self.kind != "char" else None
+
+    def _prepare(self, text: str) -> str:
+        return text.lower() if self.options.get("lowercase") else text
+
+    # ---- encoding ----
+    def encode(self, text: str) -> np.ndarray:
+        text = self._prepare(text)
+        if self.kind == "char":
+            return self._encode_char(text)
+        words = self._words(text)
+        if self.kind == "word":
+            return self._lookup(words)
+        return self._encode_wordpiece(words)
+
+    def _encode_char(self, text: str) -> np.ndarray:
+        tf, tf_text = _tf()
+        cps = tf_text.UnicodeCharTokenizer().tokenize(text).numpy().astype(np.int64)
+        known = np.array(sorted(ord(t) for t in self.tokens[2:]), dtype=np.int64)
+        ids_sorted = np.array([self._index[chr(c)] for c in known], dtype=np.int32)
+        pos = np.searchsorted(known, cps)
+        pos = np.minimum(pos, len(known) - 1)
+        hit = known[pos] == cps if len(known) else np.zeros(len(cps), bool)
+        return np.where(hit, ids_sorted[pos] if len(known) else UNK_ID, UNK_ID).astype(np.int32)
+
+    def _words(self, text: str):
+        """Whitespace words of each line plus one ``<eol>`` per line, as a flat bytes array."""
+        tf, tf_text = _tf()
+        lines = _lines(text)
+        if not lines:
+            return np.array([], dtype=object)
+        ragged = tf_text.WhitespaceTokenizer().tokenize(tf.constant(lines))
+        eol = tf.fill([len(lines), 1], EOL)
+        return tf.concat([ragged, tf.RaggedTensor.from_tensor(eol)], axis=1).flat_values.numpy()
+
+    def _lookup(self, words: np.ndarray) -> np.ndarray:
+        get = self._index.get
+        return np.fromiter((get(w.decode("utf-8"), UNK_ID) for w in words), dtype=np.int32, count=len(words))
+
+    def _wordpiece_tokenizer(self):
+        if self._wordpiece is None:
+            tf, tf_text = _tf()
+            self._wordpiece = tf_text.FastWordpieceTokenizer(
+                self.tokens, suffix_indicator="##", unknown_token=UNK, no_pretokenization=True,
+                support_detokenization=True, token_out_type=tf.int32)
+        return self._wordpiece
+
+    def _encode_wordpiece(self, words: np.ndarray) -> np.ndarray:
+        if len(words) == 0:
+            return np.zeros(0, np.int32)
+        return self._wordpiece_tokenizer().tokenize(words).flat_values.numpy().astype(np.int32)
+
+    # ---- decoding ----
+    def decode(self, ids) -> str:
+        toks = [self.tokens[int(i)] for i in ids if int(i) != BOS_ID]
+        if self.kind == "char":
+            return "".join(toks)
+        out: list[str] = []
+        for t in toks:
+            if t == EOL:
+                out.append("\n")
+            elif self.kind == "wordpiece" and t.startswith("##"):
+                out.append(t[2:])
+            else:
+                out.append(t if not out or out[-1] == "\n" else " " + t)
+        return "".join(out)
+
+    # ---- persistence ----
+    def to_json(self) -> dict:
+        return {"format": FORMAT_VERSION, "tokenizer": self.kind, "options": self.options,
+                "tokens": self.tokens}
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.to_json())
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    d = read_json(path)
+    try:
+        return Tokenizer(d["tokenizer"], list(d["tokens"]), dict(d.get("options", {})))
+    except (KeyError, TypeError) as e:
+        raise SeqlabError(f"{path}: not a seqlab vocabulary file ({e})") from None
+
+
+def learn_tokenizer(kind: str, train_text: str, vocab_size: int, lowercase: bool = False) -> Tokenizer:
+    """Learn the vocabulary on the training text only."""
+    options = {"vocab_size": vocab_size, "lowercase": lowercase}
+    text = train_text.lower() if lowercase else train_text
+    reserved = [BOS, UNK] + ([] if kind == "char" else [EOL])
+    if kind == "char":
+        counts = collections.Counter(text)
+        keep = sorted(counts, key=lambda c: (-counts[c], c))[: max(vocab_size - len(reserved), 0)]
+        return Tokenizer(kind, reserved + sorted(keep), options)
+    if kind == "word":
+        counts = collections.Counter(w for line in _lines(text) for w in line.split())
+        for r in reserved:
+            counts.pop(r, None)
+        keep = sorted(counts, key=lambda w: (-counts[w], w))[: max(vocab_size - len(reserved), 0)]
+        return Tokenizer(kind, reserved + keep, options)
+    if kind == "wordpiece":
+        tf, _ = _tf()
+        from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as bv
+        ds = tf.data.Dataset.from_tensor_slices(_lines(text) or [""]).batch(1024)
+        vocab = bv.bert_vocab_from_dataset(ds, vocab_size=vocab_size, reserved_tokens=reserved,
+                                           bert_tokenizer_params={"lower_case": False}, learn_params={})
+        return Tokenizer(kind, list(vocab), options)
+    raise SeqlabError(f"data.tokenizer: unknown tokenizer {kind!r}; expected char, word or wordpiece")

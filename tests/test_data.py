@@ -1,0 +1,120 @@
+"""Corpus sources, tensorflow-text tokenizers and the prepared-data folder."""
+import hashlib
+import io
+
+import numpy as np
+import pytest
+
+from pipeline import corpus as corpus_mod
+from pipeline.corpus import load_corpus, split_text
+from pipeline.errors import SeqlabError
+from pipeline.prepared import build_prepared, load_prepared, save_prepared
+from pipeline.tokenizers import learn_tokenizer, load_tokenizer
+from pipeline.vocab_layout import BOS_ID, UNK_ID
+
+TEXT = "the cat sat on the mat\nthe dog sat on the log\n" * 20 + "a bird flew\n" * 5
+
+
+def test_builtin_corpus_is_offline_and_split_at_lines():
+    c = load_corpus("builtin:python-docs", [0.9, 0.05, 0.05])
+    assert len(c.train) > 300_000 and c.valid and c.test
+    assert c.train.endswith("\n") and c.valid.endswith("\n")
+
+
+def test_split_fractions_and_line_starts():
+    tr, va, te = split_text(TEXT, [0.8, 0.1, 0.1], "x")
+    assert tr + va + te == TEXT
+    assert tr.endswith("\n") and va.endswith("\n")
+    assert abs(len(tr) / len(TEXT) - 0.8) < 0.05
+
+
+def test_folder_corpus_used_as_given(tmp_path):
+    for s in ("train", "valid", "test"):
+        (tmp_path / f"{s}.txt").write_text(f"{s} text\n")
+    c = load_corpus(str(tmp_path), [0.9, 0.05, 0.05])
+    assert (c.train, c.valid, c.test) == ("train text\n", "valid text\n", "test text\n")
+    (tmp_path / "test.txt").unlink()
+    with pytest.raises(SeqlabError, match="missing test.txt"):
+        load_corpus(str(tmp_path), [0.9, 0.05, 0.05])
+
+
+def test_empty_corpus(tmp_path):
+    f = tmp_path / "empty.txt"
+    f.write_text("  \n\n")
+    with pytest.raises(SeqlabError, match=r"empty.txt: the corpus is empty"):
+        load_corpus(str(f), [0.9, 0.05, 0.05])
+
+
+def test_non_utf8_names_file_and_byte_offset(tmp_path):
+    f = tmp_path / "latin1.txt"
+    f.write_bytes("héllo wörld\n".encode("latin-1"))
+    with pytest.raises(SeqlabError, match=r"latin1.txt: not valid UTF-8 at byte offset 1 \(byte 0xe9\)"):
+        load_corpus(str(f), [0.9, 0.05, 0.05])
+
+
+def test_corpus_too_short_for_split(tmp_path):
+    f = tmp_path / "short.txt"
+    f.write_text("one line only\n")
+    with pytest.raises(SeqlabError, match="corpus too short for data.split"):
+        load_corpus(str(f), [0.9, 0.05, 0.05])
+
+
+def test_unknown_sources():
+    with pytest.raises(SeqlabError, match="unknown builtin"):
+        load_corpus("builtin:nope", [0.9, 0.05, 0.05])
+    with pytest.raises(SeqlabError, match="only https"):
+        load_corpus("http://example.org/x.txt", [0.9, 0.05, 0.05])
+    with pytest.raises(SeqlabError, match="neither a builtin"):
+        load_corpus("no/such/file.txt", [0.9, 0.05, 0.05])
+
+
+def test_url_sha256_mismatch_saves_nothing(tmp_path, monkeypatch):
+    payload = TEXT.encode()
+    monkeypatch.setattr(corpus_mod.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
+    with pytest.raises(SeqlabError, match="sha256 mismatch: expected 00"):
+        load_corpus("https://example.org/c.txt", [0.8, 0.1, 0.1], "00" * 32, tmp_path)
+    assert not list(tmp_path.rglob("*c.txt"))
+    good = hashlib.sha256(payload).hexdigest()
+    c = load_corpus("https://example.org/c.txt", [0.8, 0.1, 0.1], good, tmp_path)
+    assert c.train + c.valid + c.test == TEXT
+    monkeypatch.setattr(corpus_mod.urllib.request, "urlopen", lambda url, timeout: 1 / 0)
+    assert load_corpus("https://example.org/c.txt", [0.8, 0.1, 0.1], good, tmp_path).train == c.train  # cached
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "wordpiece"])
+def test_tokenizers_round_trip_and_reserved_ids(kind, tmp_path):
+    tok = learn_tokenizer(kind, TEXT, vocab_size=60)
+    assert tok.tokens[BOS_ID] == "<bos>" and tok.tokens[UNK_ID] == "<unk>"
+    ids = tok.encode("the cat sat\nthe dog\n")
+    assert ids.dtype == np.int32 and BOS_ID not in ids
+    assert tok.decode(ids) == "the cat sat\nthe dog\n"
+    tok.save(tmp_path / "vocab.json")
+    again = load_tokenizer(tmp_path / "vocab.json")
+    assert again.kind == kind and again.options == {"vocab_size": 60, "lowercase": False}
+    np.testing.assert_array_equal(again.encode("the cat sat\n"), tok.encode("the cat sat\n"))
+
+
+def test_word_tokenizer_eol_unk_and_cap():
+    tok = learn_tokenizer("word", TEXT, vocab_size=8)
+    ids = tok.encode("the zebra\n\n")
+    assert [tok.tokens[i] for i in ids] == ["the", "<unk>", "<eol>", "<eol>"]  # one <eol> per line
+    assert tok.vocab_size == 8
+    assert learn_tokenizer("word", "<unk> a\n", 10).encode("<unk>\n")[0] == UNK_ID  # corpus <unk> is <unk>
+
+
+def test_char_unknown_maps_to_unk():
+    tok = learn_tokenizer("char", "abc\n", vocab_size=100)
+    assert list(tok.encode("abz")) == [tok.tokens.index("a"), tok.tokens.index("b"), UNK_ID]
+
+
+def test_prepared_round_trip_and_hash(tmp_path):
+    c = load_corpus("builtin:python-docs", [0.9, 0.05, 0.05])
+    tok = learn_tokenizer("char", c.train, 200)
+    data = build_prepared(c, tok)
+    assert data.chars("valid") == len(c.valid) and data.stats["splits"]["valid"]["tokens"] == len(c.valid)
+    save_prepared(data, tmp_path / "prepared")
+    again = load_prepared(tmp_path / "prepared")
+    assert again.data_hash == data.data_hash
+    np.testing.assert_array_equal(again.ids["test"], data.ids["test"])
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [
+        "stats.json", "test.npy", "train.npy", "valid.npy", "vocab.json"]

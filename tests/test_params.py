@@ -1,0 +1,50 @@
+"""params.yaml validation: every bad key, type or value is named with what was expected."""
+import pytest
+
+from pipeline.errors import SeqlabError
+from pipeline.params import deep_merge, load_params, parse_params
+from tests.conftest import ROOT
+
+
+def test_repo_params_load():
+    p = load_params(ROOT / "params.yaml")
+    assert set(p.models) == {"rnn", "lstm", "gru", "conv", "transformer"}
+    assert p.train_for("transformer").learning_rate != p.train.learning_rate  # per-model override applies
+    assert p.train_for("lstm") == p.train
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"trian": {}}, "unknown key 'trian'; did you mean 'train'?"),
+    ({"train": {"batch_sise": 3}}, "did you mean 'batch_size'?"),
+    ({"train": {"batch_size": "32"}}, "train.batch_size: expected an integer, got '32'"),
+    ({"train": {"batch_size": 0}}, "train.batch_size: expected a value >= 1, got 0"),
+    ({"train": {"learning_rate": True}}, "train.learning_rate: expected a number"),
+    ({"ngram": {"order": 11}}, "ngram.order: expected a value <= 10"),
+    ({"data": {"tokenizer": "chars"}}, "did you mean 'char'?"),
+    ({"data": {"split": [0.8, 0.1]}}, "data.split: expected three positive fractions"),
+    ({"data": {"corpus": "https://example.org/x.txt"}}, "data.sha256: required"),
+    ({"models": {"x": {"family": "lstmm"}}}, "models.x.family: expected one of"),
+    ({"models": {"x": {"family": "transformer", "units": 10, "heads": 4}}}, "not divisible by heads"),
+    ({"models": {"x": {"train": {"batch_size": -2}}}}, "models.x.train.batch_size: expected a value >= 1"),
+    ({"models": {"x": {"dilations": ["a"]}}}, "models.x.dilations[0]: expected an integer"),
+    ({"models": []}, "models: expected a mapping"),
+    ([1, 2], "expected a mapping"),
+])
+def test_bad_params_are_named(raw, message):
+    with pytest.raises(SeqlabError) as e:
+        parse_params(raw, "params.yaml")
+    assert message in str(e.value)
+    assert str(e.value).startswith("params.yaml")
+
+
+def test_unknown_architecture_is_an_error():
+    p = parse_params({"models": {"lstm": {"family": "lstm"}}})
+    with pytest.raises(SeqlabError, match="unknown architecture 'tranformer'"):
+        p.model("tranformer")
+
+
+def test_int_accepted_for_float_and_deep_merge():
+    p = parse_params({"train": {"learning_rate": 1}})
+    assert p.train.learning_rate == 1.0 and isinstance(p.train.learning_rate, float)
+    merged = deep_merge({"train": {"epochs": 3, "seq_len": 64}, "seed": 1}, {"train": {"epochs": 9}})
+    assert merged == {"train": {"epochs": 9, "seq_len": 64}, "seed": 1}
