@@ -1,0 +1,102 @@
+"""WaveNet-style causal convolutional language model with fast (cached) decoding."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from .base import Stepper
+from .layers import GatedResidualBlock, embedding_initializer
+
+
+def conv_dilations(cfg) -> list[int]:
+    """The dilation of every residual block: one block per entry of ``cfg.dilations``
+    (``cfg.layers`` is ignored; write stacks out, e.g. [1,2,4,8,1,2,4,8])."""
+    dilations = [int(d) for d in cfg.dilations]
+    if not dilations or min(dilations) < 1:
+        raise ValueError(f"conv model needs positive dilations, got {cfg.dilations!r}")
+    return dilations
+
+
+def receptive_field(cfg) -> int:
+    """Number of input positions (the current one included) that one output depends on."""
+    return 1 + sum((int(cfg.kernel_size) - 1) * d for d in conv_dilations(cfg))
+
+
+def build_conv(cfg, vocab_size: int) -> keras.Model:
+    """Embedding -> Dense(units) -> residual blocks (dilated causal conv, tanh*sigmoid gate,
+    1x1 residual + skip) -> relu(sum of skips) -> Dense(units, relu) -> Dense(V, float32).
+
+    Layer names: "embedding", "input_proj", "block_{i}", "skip_sum", "head_relu", "head",
+    "dropout", "logits".
+    """
+    if int(cfg.kernel_size) < 1:
+        raise ValueError("conv kernel_size must be >= 1")
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(vocab_size, cfg.embed_dim,
+                               embeddings_initializer=embedding_initializer(cfg.embed_init),
+                               name="embedding")(ids)
+    x = keras.layers.Dense(cfg.units, name="input_proj")(x)
+    skips = []
+    for i, d in enumerate(conv_dilations(cfg)):
+        x, skip, _ = GatedResidualBlock(cfg.units, cfg.kernel_size, d, cfg.dropout, name=f"block_{i}")(x)
+        skips.append(skip)
+    logits = _head(skips, cfg, vocab_size)
+    return keras.Model(ids, logits, name="conv_lm")
+
+
+def _head(skips, cfg, vocab_size, model=None):
+    def layer(name, make):
+        return model.get_layer(name) if model is not None else make()
+
+    s = layer("skip_sum", lambda: keras.layers.Add(name="skip_sum"))(skips) if len(skips) > 1 else skips[0]
+    s = layer("head_relu", lambda: keras.layers.ReLU(name="head_relu"))(s)
+    s = layer("head", lambda: keras.layers.Dense(cfg.units, activation="relu", name="head"))(s)
+    if cfg.dropout > 0 and model is None:
+        s = keras.layers.Dropout(cfg.dropout, name="dropout")(s)
+    return layer("logits", lambda: keras.layers.Dense(vocab_size, dtype="float32", name="logits"))(s)
+
+
+class ConvStepper(Stepper):
+    """Fast WaveNet decoding: the state holds, for every block, its last (k-1)*d inputs
+    (zeros at stream start, exactly the causal zero padding of the full model), so any chunk
+    length continues the stream exactly and the state never grows: ``max_context`` is None.
+    ``receptive_field`` is still exposed for callers that want it.
+
+    State: one float32 array (B, sum of (k-1)*d over blocks, units), the blocks' buffers
+    concatenated along axis 1 (one input/output for the compiled step). Never mutated.
+    """
+
+    max_context = None
+
+    def __init__(self, model: keras.Model, cfg):
+        self.receptive_field = receptive_field(cfg)
+        self.units = int(cfg.units)
+        self.histories = [(int(cfg.kernel_size) - 1) * d for d in conv_dilations(cfg)]
+        self.total = sum(self.histories)
+        ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+        buffers = keras.Input(shape=(self.total, self.units), name="buffers")
+        x = model.get_layer("embedding")(ids)
+        x = model.get_layer("input_proj")(x)
+        skips, new_buffers, offset = [], [], 0
+        for i, h in enumerate(self.histories):
+            block = model.get_layer(f"block_{i}")
+            if h > 0:
+                x, skip, new = block(x, buffer=buffers[:, offset:offset + h])
+                new_buffers.append(new)
+                offset += h
+            else:
+                x, skip, _ = block(x)
+            skips.append(skip)
+        logits = _head(skips, cfg, None, model=model)
+        if not new_buffers:                      # kernel_size 1: nothing to carry
+            new_buffers = [buffers]
+        new = new_buffers[0] if len(new_buffers) == 1 else keras.ops.concatenate(new_buffers, axis=1)
+        self.step_model = keras.Model([ids, buffers], [logits, new], name="conv_lm_stepper")
+
+    def initial_state(self, batch_size: int):
+        return np.zeros((batch_size, self.total, self.units), np.float32)
+
+    def __call__(self, ids, state):
+        ids = self._ids(ids)
+        logits, new = self.step_model.predict_on_batch([ids, state])
+        return np.asarray(logits, dtype=np.float32), np.asarray(new, dtype=np.float32)

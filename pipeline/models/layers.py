@@ -1,0 +1,291 @@
+"""Custom Keras 3 layers shared by the model families (backend-agnostic: keras.ops only).
+
+Every layer here is registered for ``.keras`` serialisation under the package "seqlab", so a
+model saved with ``model.save(path)`` loads with ``keras.models.load_model(path)`` once
+``pipeline.models`` is imported.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+PACKAGE = "seqlab"
+
+
+def embedding_initializer(embed_init: str):
+    """"default" = Keras's uniform(-0.05, 0.05); "normal" = N(0, 1) like torch.nn.Embedding."""
+    if embed_init == "default":
+        return "uniform"
+    if embed_init == "normal":
+        return keras.initializers.RandomNormal(mean=0.0, stddev=1.0)
+    raise ValueError(f"unknown embed_init {embed_init!r}; expected 'default' or 'normal'")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TokenEmbedding(keras.layers.Layer):
+    """Token embedding that can also be applied in reverse as a tied output projection.
+
+    ``layer(ids)`` -> (B, T, D) vectors; ``layer(h, reverse=True)`` -> float32 logits
+    ``h @ E^T + b`` (computed in float32 so mixed precision keeps logits in float32).
+    """
+
+    def __init__(self, vocab_size, dim, embeddings_initializer="uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = int(vocab_size)
+        self.dim = int(dim)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight(
+            shape=(self.vocab_size, self.dim), initializer=self.embeddings_initializer,
+            name="embeddings")
+        self.output_bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros",
+                                           name="output_bias")
+        self.built = True
+
+    def call(self, inputs, reverse=False):
+        if reverse:
+            h = ops.cast(inputs, "float32")
+            table = ops.cast(self.embeddings, "float32")
+            return ops.matmul(h, ops.transpose(table)) + ops.cast(self.output_bias, "float32")
+        ids = ops.cast(inputs, "int32")
+        return ops.take(ops.cast(self.embeddings, self.compute_dtype), ids, axis=0)
+
+    def compute_output_spec(self, inputs, reverse=False):
+        if reverse:
+            return keras.KerasTensor(tuple(inputs.shape[:-1]) + (self.vocab_size,), dtype="float32")
+        return keras.KerasTensor(tuple(inputs.shape) + (self.dim,), dtype=self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vocab_size=self.vocab_size, dim=self.dim,
+                      embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer))
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PositionEmbedding(keras.layers.Layer):
+    """Learned absolute positions added to (B, T, D) inputs.
+
+    ``start`` (B,) int32 is the absolute position of the first of the T inputs (KV-cached
+    decoding); None means 0. Positions must stay below ``max_len``.
+    """
+
+    def __init__(self, max_len, embeddings_initializer="uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.max_len = int(max_len)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+    def build(self, input_shape):
+        self.position_embeddings = self.add_weight(
+            shape=(self.max_len, input_shape[-1]), initializer=self.embeddings_initializer,
+            name="position_embeddings")
+        self.built = True
+
+    def call(self, inputs, start=None):
+        length = ops.shape(inputs)[1]
+        positions = ops.arange(length, dtype="int32")
+        table = ops.cast(self.position_embeddings, inputs.dtype)
+        if start is None:
+            return inputs + ops.take(table, positions, axis=0)[None]
+        positions = ops.cast(start, "int32")[:, None] + positions[None, :]
+        return inputs + ops.take(table, positions, axis=0)
+
+    def compute_output_spec(self, inputs, start=None):
+        return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(max_len=self.max_len,
+                      embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer))
+        return config
+
+
+def causal_mask(length):
+    """(T, T) bool, True where query i may attend key j (j <= i)."""
+    rows = ops.arange(length, dtype="int32")[:, None]
+    return rows >= ops.arange(length, dtype="int32")[None, :]
+
+
+def cached_causal_mask(past_len, slots, length):
+    """(B, 1, T, S+T) bool mask for T new queries over S cache slots (of which the first
+    past_len (B,) are valid) followed by the T new keys (causal among themselves)."""
+    past_len = ops.cast(past_len, "int32")
+    batch = ops.shape(past_len)[0]
+    valid = ops.arange(slots, dtype="int32")[None, :] < past_len[:, None]          # (B, S)
+    valid = ops.broadcast_to(valid[:, None, :], (batch, length, slots))
+    own = ops.broadcast_to(causal_mask(length)[None], (batch, length, length))
+    return ops.concatenate([valid, own], axis=-1)[:, None]
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CachedAttentionMask(keras.layers.Layer):
+    """``layer(ids, past_len, cache)`` -> (B, 1, T, S+T) attention mask for KV-cached decoding,
+    with S = cache.shape[3] slots (cache (B, 2L, H, S, Dh)); built once, shared by all blocks."""
+
+    def call(self, ids, past_len, cache):
+        return cached_causal_mask(past_len, ops.shape(cache)[3], ops.shape(ids)[1])
+
+    def compute_output_spec(self, ids, past_len, cache):
+        slots = None if ids.shape[1] is None or cache.shape[3] is None else ids.shape[1] + cache.shape[3]
+        return keras.KerasTensor((ids.shape[0], 1, ids.shape[1], slots), dtype="bool")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DecoderBlock(keras.layers.Layer):
+    """Pre-LN causal self-attention + GELU feed-forward block.
+
+    Always returns ``(y, k_new, v_new)``: y (B, T, D) and the float32 keys/values
+    (B, H, T, Dh) of the T input positions (a Keras layer shared by two functional models must
+    return the same structure every time; the training model ignores k_new/v_new).
+    ``block(x)`` is the plain causal forward over (B, T, D).
+    ``block(x, past_k=K, past_v=V, past_len=n)`` continues a sequence held in a key/value cache:
+    K, V are (B, H, S, Dh) (any S >= n; slots >= n are ignored), n is (B,) int32 (all equal);
+    the caller writes k_new/v_new into its cache at n..n+T-1. ``attn_mask`` (B, 1, T, S+T) bool
+    may be passed to skip building the mask in every block (see CachedAttentionMask).
+    """
+
+    def __init__(self, units, heads, ff_dim, dropout=0.0, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        if units % heads:
+            raise ValueError(f"transformer width {units} is not divisible by heads={heads}")
+        self.units, self.heads, self.ff_dim = int(units), int(heads), int(ff_dim)
+        self.head_dim = self.units // self.heads
+        self.dropout, self.epsilon = float(dropout), float(epsilon)
+        self.ln1 = keras.layers.LayerNormalization(epsilon=epsilon, name="ln1", dtype=self.dtype_policy)
+        self.qkv = keras.layers.Dense(3 * self.units, name="qkv", dtype=self.dtype_policy)
+        self.attn_out = keras.layers.Dense(self.units, name="attn_out", dtype=self.dtype_policy)
+        self.ln2 = keras.layers.LayerNormalization(epsilon=epsilon, name="ln2", dtype=self.dtype_policy)
+        self.ff_in = keras.layers.Dense(self.ff_dim, activation="gelu", name="ff_in", dtype=self.dtype_policy)
+        self.ff_out = keras.layers.Dense(self.units, name="ff_out", dtype=self.dtype_policy)
+        self.drop = keras.layers.Dropout(self.dropout) if self.dropout > 0 else None
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        self.ln1.build(shape)
+        self.qkv.build(shape)
+        self.attn_out.build(shape[:-1] + (self.units,))
+        self.ln2.build(shape)
+        self.ff_in.build(shape)
+        self.ff_out.build(shape[:-1] + (self.ff_dim,))
+        self.built = True
+
+    def _heads(self, t, length):
+        # (B, T, D) -> (B, H, T, Dh)
+        t = ops.reshape(t, (-1, length, self.heads, self.head_dim))
+        return ops.transpose(t, (0, 2, 1, 3))
+
+    def call(self, x, past_k=None, past_v=None, past_len=None, attn_mask=None, training=None):
+        length = ops.shape(x)[1]
+        h = self.ln1(x)
+        q, k, v = ops.split(self.qkv(h), 3, axis=-1)
+        q, k, v = self._heads(q, length), self._heads(k, length), self._heads(v, length)
+        if past_k is None:
+            keys, values = k, v
+            mask = causal_mask(length)[None, None] if attn_mask is None else attn_mask
+        else:
+            keys = ops.concatenate([ops.cast(past_k, k.dtype), k], axis=2)
+            values = ops.concatenate([ops.cast(past_v, v.dtype), v], axis=2)
+            mask = attn_mask
+            if mask is None:
+                mask = cached_causal_mask(past_len, ops.shape(past_k)[2], length)
+        scores = ops.einsum("bhtd,bhsd->bhts", q, keys)
+        scores = ops.cast(scores, "float32") * (1.0 / math.sqrt(self.head_dim))
+        scores = ops.where(mask, scores, ops.full_like(scores, -1e9))
+        weights = ops.cast(ops.softmax(scores, axis=-1), values.dtype)
+        if self.drop is not None:
+            weights = self.drop(weights, training=training)
+        att = ops.einsum("bhts,bhsd->bhtd", weights, values)
+        att = ops.reshape(ops.transpose(att, (0, 2, 1, 3)), (-1, length, self.units))
+        att = self.attn_out(att)
+        if self.drop is not None:
+            att = self.drop(att, training=training)
+        x = x + att
+        ff = self.ff_out(self.ff_in(self.ln2(x)))
+        if self.drop is not None:
+            ff = self.drop(ff, training=training)
+        y = x + ff
+        return y, ops.cast(k, "float32"), ops.cast(v, "float32")
+
+    def compute_output_spec(self, x, past_k=None, past_v=None, past_len=None, attn_mask=None,
+                            training=None):
+        y = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+        kv = keras.KerasTensor((x.shape[0], self.heads, x.shape[1], self.head_dim), dtype="float32")
+        return y, kv, keras.KerasTensor(kv.shape, dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, heads=self.heads, ff_dim=self.ff_dim,
+                      dropout=self.dropout, epsilon=self.epsilon)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GatedResidualBlock(keras.layers.Layer):
+    """WaveNet residual block: dilated causal conv -> tanh * sigmoid gate -> 1x1 residual + skip.
+
+    The dilated causal convolution (kernel (k, C, 2C), tap j looks back (k-1-j)*d steps, the
+    same layout as keras.layers.Conv1D) is computed as one matmul over the k shifted copies of
+    the input, which is faster on CPU than a dilated conv and lets decoding carry the needed
+    past inputs explicitly:
+
+    Always returns ``(x + res, skip, new_buffer)`` (same structure on every call, as Keras
+    requires of a layer shared by two functional models): new_buffer (B, (k-1)*d, C) float32
+    holds the block's last (k-1)*d inputs.
+    ``block(x)``: the plain forward with zero (causal) left padding;
+    ``block(x, buffer=b)``: b (B, (k-1)*d, C) holds the block's previous (k-1)*d inputs (zeros
+    at stream start), so stepping chunk by chunk is exact for any chunk length.
+    """
+
+    def __init__(self, channels, kernel_size, dilation, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.channels, self.kernel_size, self.dilation = int(channels), int(kernel_size), int(dilation)
+        self.dropout = float(dropout)
+        self.history = (self.kernel_size - 1) * self.dilation
+        self.res_skip = keras.layers.Dense(2 * self.channels, name="res_skip", dtype=self.dtype_policy)
+        self.drop = keras.layers.Dropout(self.dropout) if self.dropout > 0 else None
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            shape=(self.kernel_size, self.channels, 2 * self.channels),
+            initializer="glorot_uniform", name="kernel")
+        self.bias = self.add_weight(shape=(2 * self.channels,), initializer="zeros", name="bias")
+        self.res_skip.build(tuple(input_shape[:-1]) + (self.channels,))
+        self.built = True
+
+    def _dilated(self, padded):
+        # padded: (B, history + T, C) -> (B, T, 2C)
+        k, d, h = self.kernel_size, self.dilation, self.history
+        taps = [padded[:, j * d: (j * d - h) or None, :] for j in range(k)]
+        stacked = taps[0] if k == 1 else ops.concatenate(taps, axis=-1)
+        kernel = ops.reshape(ops.cast(self.kernel, stacked.dtype), (k * self.channels, 2 * self.channels))
+        return ops.matmul(stacked, kernel) + ops.cast(self.bias, stacked.dtype)
+
+    def call(self, x, buffer=None, training=None):
+        h = self.history
+        if buffer is None:
+            padded = ops.pad(x, ((0, 0), (h, 0), (0, 0))) if h else x
+        else:
+            padded = ops.concatenate([ops.cast(buffer, x.dtype), x], axis=1) if h else x
+        z = self._dilated(padded)
+        a, b = ops.split(z, 2, axis=-1)
+        g = ops.tanh(a) * ops.sigmoid(b)
+        if self.drop is not None:
+            g = self.drop(g, training=training)
+        res, skip = ops.split(self.res_skip(g), 2, axis=-1)
+        y = x + res
+        new_buffer = padded[:, -h:, :] if h else padded[:, :0, :]
+        return y, skip, ops.cast(new_buffer, "float32")
+
+    def compute_output_spec(self, x, buffer=None, training=None):
+        y = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+        skip = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+        return y, skip, keras.KerasTensor((x.shape[0], self.history, self.channels), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels, kernel_size=self.kernel_size,
+                      dilation=self.dilation, dropout=self.dropout)
+        return config

@@ -1,0 +1,75 @@
+"""Recurrent language models: SimpleRNN, LSTM, GRU stacks (cuDNN-eligible settings)."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from .base import Stepper
+from .layers import embedding_initializer
+
+_RNN_CLASSES = {"rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
+
+
+def _num_states(family: str) -> int:
+    return 2 if family == "lstm" else 1
+
+
+def build_recurrent(cfg, vocab_size: int) -> keras.Model:
+    """Embedding -> `cfg.layers` x (RNN [-> Dropout]) -> Dense(V, float32).
+
+    Layer names: "embedding", "rnn_{i}", "dropout_{i}", "logits". The RNN layers are built with
+    return_state=True so that the stepper can reuse them with explicit initial/final states;
+    everything else is left at the defaults that keep the layers cuDNN-eligible
+    (tanh/sigmoid, recurrent_dropout=0, unroll=False, use_bias=True, GRU reset_after=True).
+    """
+    cls = _RNN_CLASSES[cfg.family]
+    if cfg.layers < 1:
+        raise ValueError("recurrent models need layers >= 1")
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(vocab_size, cfg.embed_dim,
+                               embeddings_initializer=embedding_initializer(cfg.embed_init),
+                               name="embedding")(ids)
+    for i in range(cfg.layers):
+        x = cls(cfg.units, return_sequences=True, return_state=True, name=f"rnn_{i}")(x)[0]
+        if cfg.dropout > 0:
+            x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
+    logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(x)
+    return keras.Model(ids, logits, name=f"{cfg.family}_lm")
+
+
+class RecurrentStepper(Stepper):
+    """Carries each layer's hidden (and cell) state across calls.
+
+    State: one float32 array (B, S, units) with S = layers (rnn/gru) or 2*layers (lstm:
+    h then c of each layer), layer by layer. Never mutated.
+    """
+
+    max_context = None
+
+    def __init__(self, model: keras.Model, cfg):
+        self.family = cfg.family
+        self.units = int(cfg.units)
+        self.num_layers = int(cfg.layers)
+        per_layer = _num_states(self.family)
+        self.num_states = self.num_layers * per_layer
+        ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+        states = keras.Input(shape=(self.num_states, self.units), name="states")
+        x = model.get_layer("embedding")(ids)
+        states_out = []
+        for i in range(self.num_layers):
+            init = [states[:, i * per_layer + j] for j in range(per_layer)]
+            out = model.get_layer(f"rnn_{i}")(x, initial_state=init)
+            x = out[0]
+            states_out.extend(out[1:])
+        # dropout layers are the identity at inference
+        logits = model.get_layer("logits")(x)
+        self.step_model = keras.Model([ids, states], [logits, keras.ops.stack(states_out, axis=1)],
+                                      name=f"{model.name}_stepper")
+
+    def initial_state(self, batch_size: int):
+        return np.zeros((batch_size, self.num_states, self.units), np.float32)
+
+    def __call__(self, ids, state):
+        ids = self._ids(ids)
+        logits, new = self.step_model.predict_on_batch([ids, state])
+        return np.asarray(logits, dtype=np.float32), np.asarray(new, dtype=np.float32)
