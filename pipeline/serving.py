@@ -1,0 +1,262 @@
+"""MLflow pyfunc that turns a trained seqlab network into a text generator.
+
+``mlflow models serve -m <uri> --env-manager local`` serves it (run it with ``.venv/bin`` on
+``PATH``: MLflow execs ``uvicorn``). The input is a DataFrame (or a
+dict of columns, or a list of prompt strings) with a ``prompt`` column and optional per-row
+``max_tokens``, ``temperature``, ``top_k``, ``top_p`` and ``seed`` columns; the same five
+settings can also be given as inference ``params`` (a per-row value wins over a param, a param
+over the logged defaults). The output is a DataFrame with one column ``text``: the generated
+continuation of each prompt. Example request::
+
+    curl -s localhost:5000/invocations -H 'Content-Type: application/json' \\
+      -d '{"dataframe_records": [{"prompt": "The ", "seed": 1}], "params": {"max_tokens": 50}}'
+    # also {"inputs": ["The ", "A "], "params": {...}} and {"inputs": {"prompt": [...], ...}}
+    # -> {"predictions": [{"text": "..."}, ...]}
+
+Artifacts of the logged pyfunc: the network (a ``.keras`` file, or a folder written by
+``pipeline.saved_model.save_network``), ``vocab.json`` and the model config as JSON. The
+``pipeline`` package itself is shipped as the model's code, so a served model decodes with the
+exact code it was logged with.
+
+The decoding helpers (``pipeline.generation.generate``, ``pipeline.models.make_stepper``,
+``pipeline.tokenizers.load_tokenizer``) are imported lazily inside the pyfunc's methods; tests
+inject stubs through the :class:`TextGenerator` constructor.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import types
+from pathlib import Path
+from typing import Any, Callable
+
+import mlflow.pyfunc
+import pandas as pd
+
+SETTINGS = ("max_tokens", "temperature", "top_k", "top_p", "seed")
+DEFAULTS: dict[str, Any] = {"max_tokens": 200, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
+                            "seed": -1}   # seed -1: fresh randomness on every request
+_TYPES = {"max_tokens": int, "temperature": float, "top_k": int, "top_p": float, "seed": int}
+
+
+def _model_cfg_object(cfg: dict):
+    """``pipeline.params.ModelParams`` when it accepts ``cfg``, else an attribute namespace."""
+    try:
+        from pipeline.params import ModelParams
+        return ModelParams(**cfg)
+    except Exception:  # unfinished module or extra keys: make_stepper only reads attributes
+        return types.SimpleNamespace(**cfg)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+class TextGenerator(mlflow.pyfunc.PythonModel):
+    """Generates text from prompts with a seqlab network, its vocabulary and its config.
+
+    ``generate_fn``, ``make_stepper_fn``, ``load_tokenizer_fn`` and ``load_model_fn`` replace
+    the real helpers (tests only); left as None, the real ones are imported when the model is
+    loaded. Nothing but these (None in production) and ``defaults`` is pickled with the model.
+    """
+
+    def __init__(self, defaults: dict | None = None, *, generate_fn: Callable | None = None,
+                 make_stepper_fn: Callable | None = None,
+                 load_tokenizer_fn: Callable | None = None,
+                 load_model_fn: Callable | None = None):
+        self.defaults = {**DEFAULTS, **(defaults or {})}
+        self.generate_fn = generate_fn
+        self.make_stepper_fn = make_stepper_fn
+        self.load_tokenizer_fn = load_tokenizer_fn
+        self.load_model_fn = load_model_fn
+
+    # ---- loading
+    @staticmethod
+    def _load_network(path: str, cfg):
+        """A ``.keras`` file, or a ``save_network`` folder (config.json + weights)."""
+        p = Path(path)
+        if p.is_dir():
+            from pipeline.saved_model import load_network
+            return load_network(p)[0]
+        import keras
+        try:
+            import pipeline.models  # noqa: F401  registers the custom layers before loading
+        except ImportError:         # a model made of stock Keras layers still loads
+            pass
+        return keras.saving.load_model(p, compile=False)
+
+    def load_context(self, context) -> None:
+        cfg_path = context.artifacts.get("config")
+        cfg = json.loads(Path(cfg_path).read_text(encoding="utf-8")) if cfg_path else {}
+        self.model_cfg = _model_cfg_object(cfg)
+        if self.load_tokenizer_fn is None:
+            from pipeline.tokenizers import load_tokenizer
+            self.load_tokenizer_fn = load_tokenizer
+        if self.make_stepper_fn is None:
+            from pipeline.models import make_stepper
+            self.make_stepper_fn = make_stepper
+        if self.generate_fn is None:
+            from pipeline.generation import generate
+            self.generate_fn = generate
+        load_model = self.load_model_fn or self._load_network
+        self.tokenizer = self.load_tokenizer_fn(Path(context.artifacts["vocab"]))
+        self.network = load_model(context.artifacts["model"], self.model_cfg)
+        self.stepper = self.make_stepper_fn(self.network, self.model_cfg)
+
+    # ---- inference
+    def _rows(self, model_input, params: dict | None) -> list[dict]:
+        import numpy as np
+
+        if isinstance(model_input, (str, bytes)):
+            model_input = [model_input]
+        if isinstance(model_input, np.ndarray):   # JSON {"inputs": [...]} arrives as an array
+            model_input = model_input.tolist()
+        if isinstance(model_input, pd.Series):
+            model_input = model_input.to_frame()
+        if isinstance(model_input, dict):
+            model_input = pd.DataFrame({k: list(v) if isinstance(v, (list, tuple, np.ndarray))
+                                        else [v] for k, v in model_input.items()})
+        if isinstance(model_input, (list, tuple)):
+            model_input = pd.DataFrame(
+                [r if isinstance(r, dict) else {"prompt": r} for r in model_input])
+        if not isinstance(model_input, pd.DataFrame):
+            raise TypeError(f"expected a DataFrame, dict or list of prompts, got {type(model_input)}")
+        if "prompt" not in model_input.columns:
+            if model_input.shape[1] != 1:
+                raise ValueError("input needs a 'prompt' column")
+            model_input = model_input.rename(columns={model_input.columns[0]: "prompt"})
+        base = {**self.defaults, **{k: v for k, v in (params or {}).items()
+                                    if k in SETTINGS and not _missing(v)}}
+        rows = []
+        for record in model_input.to_dict(orient="records"):
+            row = {"prompt": "" if _missing(record.get("prompt")) else str(record["prompt"])}
+            for key in SETTINGS:
+                value = record.get(key)
+                row[key] = _TYPES[key](base[key] if _missing(value) else value)
+            rows.append(row)
+        return rows
+
+    def generate_one(self, row: dict) -> str:
+        import numpy as np
+
+        rng = np.random.default_rng(None if row["seed"] < 0 else row["seed"])
+        prompt_ids = self.tokenizer.encode(row["prompt"])
+        ids = self.generate_fn(self.stepper, prompt_ids, row["max_tokens"], rng,
+                               row["temperature"], row["top_k"], row["top_p"])
+        return self.tokenizer.decode(ids)
+
+    # The pd.DataFrame hint only tells MLflow not to validate or convert the input itself
+    # (lists and dicts are accepted too); a missing hint would warn on every load.
+    def predict(self, context, model_input: pd.DataFrame,
+                params: dict | None = None) -> pd.DataFrame:
+        return pd.DataFrame({"text": [self.generate_one(r) for r in self._rows(model_input, params)]})
+
+
+def generator_signature(defaults: dict | None = None):
+    """The settings as inference params (with their defaults) and a ``text`` column out.
+
+    There is deliberately no input schema: MLflow's column-schema enforcement rejects a plain
+    list of prompts (it wants the named ``prompt`` column), and an unnamed one-column schema
+    would drop the per-row settings columns. :meth:`TextGenerator._rows` checks the input.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    d = {**DEFAULTS, **(defaults or {})}
+    kinds = {"max_tokens": "long", "temperature": "double", "top_k": "long", "top_p": "double",
+             "seed": "long"}
+    return ModelSignature(
+        inputs=None,
+        outputs=Schema([ColSpec("string", "text")]),
+        params=ParamSchema([ParamSpec(k, kinds[k], _TYPES[k](d[k])) for k in SETTINGS]),
+    )
+
+
+class _DropMessages:
+    """Logging filter that drops records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str):
+        self.prefixes = prefixes
+
+    def filter(self, record) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for package in ("keras", "tensorflow", "tensorflow-text", "keras-hub", "numpy", "pandas"):
+        try:
+            reqs.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pass
+    return reqs
+
+
+def log_generator(model_path, vocab_path, model_cfg: dict, name: str = "generator", *,
+                  defaults: dict | None = None, registered_name: str | None = None,
+                  python_model: TextGenerator | None = None):
+    """Log the text-generator pyfunc in the active run; returns MLflow's ``ModelInfo``.
+
+    ``model_path``: a ``.keras`` file or a ``save_network`` folder; ``vocab_path``: the
+    ``vocab.json``; ``model_cfg``: the model's config (``ModelParams`` as a dict, at least
+    ``family``). ``defaults`` override the sampler defaults (:data:`DEFAULTS`); they become
+    the params' defaults in the signature. ``python_model`` replaces the pyfunc (tests).
+    ``registered_name`` also registers it. Requirements are pinned explicitly (MLflow would
+    otherwise infer them by loading the model in a subprocess). The serving example (one greedy
+    token of "The ") is validated by MLflow in-process; if that fails MLflow logs a warning
+    and the model is still logged.
+    """
+    import logging
+
+    import mlflow
+
+    from pipeline import tracking
+
+    tracking.quiet_mlflow()
+    if mlflow.active_run() is None:
+        raise RuntimeError("log_generator needs an active MLflow run")
+    python_model = python_model or TextGenerator(defaults)
+    # One short greedy token: MLflow saves it as the serving example and checks it by loading
+    # the logged model and predicting once.
+    example = pd.DataFrame({"prompt": ["The "], "max_tokens": [1], "temperature": [0.0],
+                            "seed": [0]})
+    # The pickled object holds only `defaults` (the class is pickled by reference and shipped as
+    # code), so MLflow's generic CloudPickle warning is noise here, as is the INFO line.
+    pickle_note = _DropMessages("Passing a Python object as `python_model`",
+                                "Validating input example against model signature")
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    pyfunc_logger.addFilter(pickle_note)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg_file = Path(tmp) / "model_cfg.json"
+            cfg_file.write_text(json.dumps(model_cfg, indent=1, sort_keys=True), encoding="utf-8")
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=python_model,
+                artifacts={"model": str(model_path), "vocab": str(vocab_path),
+                           "config": str(cfg_file)},
+                code_paths=[str(Path(__file__).resolve().parent)],
+                signature=generator_signature(python_model.defaults),
+                input_example=example,
+                pip_requirements=_pip_requirements(),
+                registered_model_name=registered_name,
+            )
+    finally:
+        pyfunc_logger.removeFilter(pickle_note)
+
+
+def log_generator_from_registry(model_uri: str, model_cfg: dict, name: str = "generator", **kw):
+    """Log a generator for a registered Keras model, e.g. ``models:/seqlab-lstm@champion``.
+
+    Downloads the model version (its ``data/model.keras`` and ``vocab.json``, as written by
+    :func:`pipeline.tracking.log_keras_model`) and calls :func:`log_generator` in the active run.
+    """
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        return log_generator(local / "data" / "model.keras", local / "vocab.json", model_cfg,
+                             name, **kw)
