@@ -1,0 +1,69 @@
+"""Human-readable outputs: learning-curve CSVs, sample files, the comparison table and figure."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from pipeline.io import atomic_write, write_text
+
+HISTORY_COLUMNS = ("epoch", "step", "train_loss", "valid_loss", "valid_bits_per_token", "learning_rate",
+                   "seconds", "tokens_per_second")
+
+
+def write_history_csv(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(history)
+    write_text(path, buf.getvalue())
+
+
+def read_history_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def format_samples(model: str, samples: list[tuple[str, str]], g) -> str:
+    head = (f"# {model}: {len(samples)} samples, max_tokens={g.max_tokens}, temperature={g.temperature}, "
+            f"top_k={g.top_k}, top_p={g.top_p}, seed={g.seed}\n")
+    return head + "".join(f"\n=== prompt: {prompt!r}\n{prompt}{text}\n" for prompt, text in samples)
+
+
+COLUMNS = (("model", "model", "{}"), ("family", "family", "{}"), ("parameters", "params", "{:,}"),
+           ("train_seconds", "train s", "{:.1f}"), ("train_tokens_per_second", "tokens/s", "{:,.0f}"),
+           ("valid_ppl", "valid ppl", "{:.3f}"), ("valid_bpc", "valid bpc", "{:.4f}"),
+           ("test_ppl", "test ppl", "{:.3f}"), ("test_bpc", "test bpc", "{:.4f}"), ("champion", "champion", "{}"))
+
+
+def comparison_markdown(rows: list[dict], stats: dict) -> str:
+    def cell(row, key, fmt):
+        v = row.get(key)
+        return "" if v is None else fmt.format(v)
+    lines = [f"# Model comparison on {stats['source']} ({stats['tokenizer']} tokens, vocabulary "
+             f"{stats['vocab_size']}, data {stats['data_hash']})", "",
+             "All models score every token of each split under one protocol (see README, Metrics); "
+             "rows are sorted by test bits per character.", "",
+             "| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(cell(row, k, f) for k, _, f in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_learning_curves(path: Path, histories: dict[str, list[dict]], ngram_bpt: float | None) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for arch, hist in sorted(histories.items()):
+        ax.plot([h["step"] for h in hist], [h["valid_bits_per_token"] for h in hist], marker="o", label=arch)
+    if ngram_bpt is not None:
+        ax.axhline(ngram_bpt, color="grey", linestyle="--", label="n-gram (valid)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation bits per token")
+    ax.set_title("Learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda t: fig.savefig(t, format="png", dpi=110))
+    plt.close(fig)

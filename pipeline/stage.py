@@ -1,0 +1,36 @@
+"""What every stage script shares: the repo layout, params loading, and the error exit.
+
+A stage turns a :class:`SeqlabError` into one line on stderr and exit status 2; outputs are only
+written at the end (atomically), so a failed stage leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from pipeline.errors import SeqlabError
+
+ROOT = Path(__file__).resolve().parents[1]
+PREPARED = Path("data/prepared")
+MODELS = Path("models")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+REPORTS = Path("reports")
+SAMPLES = REPORTS / "samples"
+CHECKPOINTS = Path("checkpoints")
+
+
+def quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run_stage(main: Callable[[list[str]], None]) -> None:
+    quiet_tensorflow()
+    os.chdir(ROOT)
+    try:
+        main(sys.argv[1:])
+    except SeqlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

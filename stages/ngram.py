@@ -1,0 +1,47 @@
+"""DVC stage: Kneser-Ney n-gram baseline -> models/ngram/, metrics/ngram.json, samples."""
+import time
+
+import numpy as np
+
+from pipeline import tracking
+from pipeline.evaluation import flat_metrics, split_metrics
+from pipeline.io import atomic_write, write_json, write_text
+from pipeline.ngram import KneserNeyLM
+from pipeline.params import load_params
+from pipeline.prepared import load_prepared
+from pipeline.reporting import format_samples
+from pipeline.stage import METRICS, MODELS, PREPARED, SAMPLES, run_stage
+
+
+def main(argv: list[str]) -> None:
+    p = load_params()
+    data = load_prepared(PREPARED)
+    tok = data.tokenizer
+    t0 = time.perf_counter()
+    lm = KneserNeyLM.fit(data.ids["train"], tok.vocab_size, p.ngram.order, progress=True)
+    build_seconds = time.perf_counter() - t0
+    per_split = {s: split_metrics(lm.logprobs(data.ids[s]), data.chars(s)) for s in ("valid", "test")}
+    g = p.generate
+    rng = np.random.default_rng(g.seed)
+    samples = [(prompt, tok.decode(lm.sample(tok.encode(prompt), g.max_tokens, rng, g.temperature, g.top_k, g.top_p)))
+               for prompt in g.prompts]
+    metrics = flat_metrics(per_split) | {
+        "parameters": int(lm.parameters), "order": p.ngram.order, "train_seconds": build_seconds,
+        "train_tokens_per_second": len(data.ids["train"]) / build_seconds, "protocol": "stream",
+        "data_hash": data.data_hash}
+    atomic_write(MODELS / "ngram" / "model.npz", lm.save)
+    write_json(METRICS / "ngram.json", metrics)
+    samples_text = format_samples("ngram", samples, g)
+    write_text(SAMPLES / "ngram.txt", samples_text)
+    print(f"ngram order {p.ngram.order}: valid ppl {metrics['valid_ppl']:.3f}, test bpc {metrics['test_bpc']:.4f}")
+    with tracking.model_run(p.mlflow.experiment, "ngram", "ngram", data.data_hash):
+        import mlflow
+        mlflow.log_params({"order": p.ngram.order, "discounts": str(lm.discounts),
+                           "fallback_orders": str(lm.fallback_orders)})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        mlflow.log_text(samples_text, "samples.txt")
+        mlflow.log_artifact(str(MODELS / "ngram" / "model.npz"), "model")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,37 @@
+"""DVC stage: comparison table and figure, then the promotion gate for every trained network."""
+import math
+
+from pipeline import tracking
+from pipeline.io import read_json, write_json, write_text
+from pipeline.params import load_params
+from pipeline.reporting import comparison_markdown, plot_learning_curves, read_history_csv
+from pipeline.stage import METRICS, PLOTS, PREPARED, REPORTS, run_stage
+
+
+def main(argv: list[str]) -> None:
+    p = load_params()
+    stats = read_json(PREPARED / "stats.json")
+    rows = [{"model": "ngram", "family": f"{p.ngram.order}-gram KN"} | read_json(METRICS / "ngram.json")]
+    histories = {}
+    for arch in p.models:
+        m = read_json(METRICS / f"{arch}.json")
+        promo = tracking.promote(m["registered_model"], str(m["version"]), metric="test_bpc")
+        rows.append({"model": arch} | m | {"champion": "yes" if promo["is_champion"] else f"no ({promo['reason']})",
+                                          "promotion": promo})
+        histories[arch] = read_history_csv(PLOTS / arch / "history.csv")
+    rows.sort(key=lambda r: r["test_bpc"])
+    ngram_bpt = rows[[r["model"] for r in rows].index("ngram")]["valid_nll"] / math.log(2)
+    table = comparison_markdown(rows, stats)
+    write_json(REPORTS / "comparison.json", {"data": stats, "models": rows})
+    write_text(REPORTS / "comparison.md", table)
+    plot_learning_curves(REPORTS / "learning_curves.png", histories, ngram_bpt)
+    print(table)
+    with tracking.model_run(p.mlflow.experiment, "report", "report", stats["data_hash"]):
+        import mlflow
+        mlflow.log_artifact(str(REPORTS / "comparison.md"))
+        mlflow.log_artifact(str(REPORTS / "comparison.json"))
+        mlflow.log_artifact(str(REPORTS / "learning_curves.png"))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,51 @@
+"""DVC stage: train one architecture -> models/<arch>/, plots/<arch>/history.csv, a registered version."""
+import dataclasses
+
+from pipeline import tracking
+from pipeline.io import write_json
+from pipeline.models import build_model, count_parameters
+from pipeline.params import load_params
+from pipeline.prepared import load_prepared
+from pipeline.reporting import write_history_csv
+from pipeline.saved_model import save_network
+from pipeline.stage import CHECKPOINTS, MODELS, PLOTS, PREPARED, run_stage
+from pipeline.training import train_model
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m stages.train ARCH")
+    arch = argv[0]
+    p = load_params()
+    m, t = p.model(arch), p.train_for(arch)
+    data = load_prepared(PREPARED)
+    experiment = p.mlflow.experiment
+    with tracking.model_run(experiment, arch, "train", data.data_hash) as run:
+        import mlflow
+        mlflow.log_params({f"model.{k}": v for k, v in dataclasses.asdict(m).items() if k != "train"}
+                          | {f"train.{k}": v for k, v in dataclasses.asdict(t).items()}
+                          | {"seed": p.seed, "data.tokenizer": data.tokenizer.kind, "vocab_size": data.tokenizer.vocab_size})
+        result = train_model(m, t, data.ids["train"], data.ids["valid"], data.tokenizer.vocab_size,
+                             data.data_hash, p.seed, CHECKPOINTS / arch, build_model,
+                             on_epoch=lambda row: tracking.log_history_metrics([row]))
+        params_count = count_parameters(result.model)
+        summary = {"arch": arch, "family": m.family, "parameters": params_count, "train_seconds": result.train_seconds,
+                   "train_tokens_per_second": result.tokens_per_second, "steps": result.steps,
+                   "resumed_from_epoch": result.resumed_from_epoch, **result.settings}
+        mlflow.log_metrics({"parameters": params_count, "train_seconds": result.train_seconds,
+                            "train_tokens_per_second": result.tokens_per_second})
+        folder = MODELS / arch
+        save_network(folder, result.model, m, t.seq_len, data.tokenizer.vocab_size)
+        write_history_csv(PLOTS / arch / "history.csv", result.history)
+        mlflow.log_artifact(str(PLOTS / arch / "history.csv"))
+        name = tracking.registered_name(experiment, arch)
+        version = tracking.log_keras_model(result.model, PREPARED / "vocab.json", name, data.data_hash)
+        write_json(folder / "run.json", summary | {"run_id": run.info.run_id, "registered_model": name,
+                                                   "version": version, "data_hash": data.data_hash})
+    (CHECKPOINTS / arch / "last.npz").unlink(missing_ok=True)
+    print(f"{arch}: {params_count} parameters, {result.tokens_per_second:.0f} tokens/s, "
+          f"registered {name} version {version}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

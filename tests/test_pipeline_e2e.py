@@ -1,0 +1,89 @@
+"""End to end: the real `dvc repro` on tiny params in a copy of the repo, then MLflow and DVC checks.
+
+One module-scoped run feeds every check (each DVC stage pays TensorFlow's start-up once).
+"""
+import json
+import time
+
+import pytest
+
+from tests.repo_copy import ARCHS, make_tiny_repo, run
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory):
+    repo = make_tiny_repo(tmp_path_factory.mktemp("e2e") / "repo")
+    t0 = time.perf_counter()
+    first = run(["dvc", "repro"], repo)
+    return repo, first, time.perf_counter() - t0
+
+
+def test_outputs(repro):
+    repo, first, _ = repro
+    prepared = repo / "data" / "prepared"
+    assert {p.name for p in prepared.iterdir()} >= {"train.npy", "valid.npy", "test.npy", "vocab.json", "stats.json"}
+    vocab = json.loads((prepared / "vocab.json").read_text())
+    assert vocab["tokenizer"] == "char" and "options" in vocab
+    keys = {"valid_ppl", "valid_bpc", "test_ppl", "test_bpc", "parameters"}
+    scored = set()
+    for model in ("ngram",) + ARCHS:
+        m = json.loads((repo / "metrics" / f"{model}.json").read_text())
+        assert keys <= set(m), model
+        assert 1 < m["valid_ppl"] < 200 and 0 < m["test_bpc"] < 10, (model, m)
+        scored.add((m["valid_tokens"], m["test_tokens"]))
+        assert (repo / "reports" / "samples" / f"{model}.txt").read_text().count("=== prompt") == 1
+        if model != "ngram":
+            assert m["train_seconds"] > 0 and m["train_tokens_per_second"] > 0
+            hist = (repo / "plots" / model / "history.csv").read_text().splitlines()
+            assert hist[0].startswith("epoch,step,train_loss,valid_loss") and len(hist) == 3
+    assert len(scored) == 1, f"models scored different token counts: {scored}"
+    table = (repo / "reports" / "comparison.md").read_text()
+    for model in ("ngram",) + ARCHS:
+        assert f"| {model} |" in table
+    rows = json.loads((repo / "reports" / "comparison.json").read_text())["models"]
+    assert len(rows) == 6
+    assert (repo / "reports" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mlflow_runs_versions_and_champion(repro):
+    repo, _, _ = repro
+    import mlflow
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("seqlab")
+    runs = client.search_runs([exp.experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    assert {"ngram", "data", "report", *ARCHS} <= set(by_name)
+    for arch in ARCHS:
+        r = by_name[arch]
+        assert "test_bpc" in r.data.metrics and r.data.tags["arch"] == arch
+        assert r.data.tags["data_hash"] and "train.learning_rate" in r.data.params
+        assert len(client.get_metric_history(r.info.run_id, "valid_loss")) == 2  # per-epoch metrics
+        versions = client.search_model_versions(f"name='seqlab-{arch}'")
+        assert len(versions) == 1
+        assert client.get_model_version_by_alias(f"seqlab-{arch}", "champion").version == versions[0].version
+    del mlflow
+
+
+def test_second_repro_does_nothing(repro):
+    repo, _, _ = repro
+    t0 = time.perf_counter()
+    second = run(["dvc", "repro"], repo)
+    assert "Data and pipelines are up to date" in second.stdout + second.stderr
+    assert time.perf_counter() - t0 < 30
+
+
+def test_exp_run_temp_uses_the_original_mlflow_store(repro):
+    repo, _, _ = repro
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("seqlab")
+    before = len(client.search_runs([exp.experiment_id], "attributes.run_name = 'ngram'"))
+    run(["dvc", "exp", "run", "--temp", "-S", "ngram.order=2"], repo)
+    after = client.search_runs([exp.experiment_id], "attributes.run_name = 'ngram'")
+    assert len(after) == before + 1
+    assert "DVC_EXP_NAME" in after[0].data.tags or "dvc_exp_name" in {k.lower() for k in after[0].data.tags}
+    shown = run(["dvc", "exp", "show", "--json"], repo).stdout
+    assert "ngram.order" in shown or '"order": 2' in shown
+    run(["dvc", "metrics", "diff"], repo)
+    run(["dvc", "plots", "diff", "--json"], repo)

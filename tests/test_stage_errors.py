@@ -1,0 +1,66 @@
+"""Bad input through the real stage scripts: one clear line, exit status 2, no half-written output."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline.errors import DivergenceError
+from pipeline.params import ModelParams, TrainParams
+from tests.repo_copy import TINY_PARAMS, make_tiny_repo, tool_env
+
+
+def stage(repo, *args):
+    env = tool_env() | {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
+    return subprocess.run([sys.executable, "-m", *args], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return make_tiny_repo(tmp_path / "repo", commit=False)
+
+
+def test_non_utf8_corpus_fails_cleanly(repo):
+    (repo / "corpus.txt").write_bytes(b"good text\n" * 50 + b"bad \xff byte\n")
+    p = stage(repo, "stages.prepare")
+    assert p.returncode == 2, p.stderr
+    assert "corpus.txt: not valid UTF-8 at byte offset 504" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (repo / "data" / "prepared").exists()
+
+
+def test_misspelt_param_fails_before_any_work(repo):
+    text = (repo / "params.yaml").read_text().replace("seq_len:", "seqlen:")
+    (repo / "params.yaml").write_text(text)
+    p = stage(repo, "stages.prepare")
+    assert p.returncode == 2
+    assert "params.yaml: unknown key 'train.seqlen'; did you mean 'seq_len'?" in p.stderr
+    assert not (repo / "data").exists()
+
+
+def test_unknown_architecture_and_short_corpus(repo):
+    assert stage(repo, "stages.prepare").returncode == 0
+    p = stage(repo, "stages.train", "tranformer")
+    assert p.returncode == 2 and "unknown architecture 'tranformer'" in p.stderr
+    text = (repo / "params.yaml").read_text().replace("seq_len: 32", "seq_len: 100000")
+    (repo / "params.yaml").write_text(text)
+    p = stage(repo, "stages.train", "lstm")
+    assert p.returncode == 2 and "too short for train.seq_len=100000" in p.stderr
+    assert not (repo / "models").exists()
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    assert client.search_model_versions("name='seqlab-lstm'") == []
+
+
+def test_divergence_names_the_step_and_saves_nothing(tmp_path):
+    from pipeline.models import build_model
+    rng = np.random.default_rng(0)
+    ids = rng.integers(2, 20, 4000).astype(np.int32)
+    model = ModelParams(family="rnn", embed_dim=8, units=16, layers=1)
+    train = TrainParams(seq_len=16, batch_size=4, epochs=2, steps_per_epoch=5, steps_per_execution=5,
+                        learning_rate=1e37, warmup_steps=0, clipnorm=0.0, eval_tokens=64)
+    with pytest.raises(DivergenceError, match=r"training diverged: loss is (nan|inf) at step \d+ \(epoch 1\)"):
+        from pipeline.training import train_model
+        train_model(model, train, ids, ids[:200], 20, "h", 0, tmp_path / "ckpt", build_model)
+    assert not (tmp_path / "ckpt").exists()
