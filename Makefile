@@ -18,6 +18,9 @@ $(STAMP): requirements.txt
 install: $(STAMP)
 
 run: $(STAMP)
+ifdef PRESET
+	$(BIN)/python -m stages.preset $(PRESET)
+endif
 	$(BIN)/dvc repro
 
 test: $(STAMP)

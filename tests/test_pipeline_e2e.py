@@ -49,7 +49,8 @@ def test_mlflow_runs_versions_and_champion(repro):
     repo, _, _ = repro
     import mlflow
     from mlflow import MlflowClient
-    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    client = MlflowClient()
     exp = client.get_experiment_by_name("seqlab")
     runs = client.search_runs([exp.experiment_id])
     by_name = {r.info.run_name: r for r in runs}
@@ -62,7 +63,9 @@ def test_mlflow_runs_versions_and_champion(repro):
         versions = client.search_model_versions(f"name='seqlab-{arch}'")
         assert len(versions) == 1
         assert client.get_model_version_by_alias(f"seqlab-{arch}", "champion").version == versions[0].version
-    del mlflow
+    generator = mlflow.pyfunc.load_model(f"runs:/{by_name['gru'].info.run_id}/generator")
+    out = generator.predict(["The "], params={"max_tokens": 5, "seed": 1})
+    assert len(out["text"][0]) > 0  # the served text generator decodes
 
 
 def test_second_repro_does_nothing(repro):
