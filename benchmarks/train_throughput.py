@@ -1,0 +1,103 @@
+"""Training throughput per model family: tokens/s, achieved GFLOP/s and the fraction of the matmul peak.
+
+FLOPs are counted from the model: every weight matrix of a layer that runs once per token costs
+2 FLOPs per weight forward (6 with the backward pass), which covers dense, recurrent and
+convolution kernels; the Transformer adds its attention, 12 * layers * width * context per token
+(nanoGPT's estimate_mfu). The peak is a float32 4096x4096 matrix product measured in the same run.
+
+    python benchmarks/train_throughput.py --family transformer --layers 6 --heads 6 --width 192 --context 128 --batch 32
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FAMILIES = ("rnn", "lstm", "gru", "conv", "transformer")
+
+
+def matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
+    import tensorflow as tf
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    mm = tf.function(lambda x, y: tf.reduce_sum(tf.linalg.matmul(x, y)))
+    mm(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        mm(a, b).numpy()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def matmul_weights(model) -> int:
+    """Weights of kernels applied once per token: every >= 2-D variable except the embedding tables."""
+    tables = {id(v) for layer in model.layers if layer.name in ("embedding", "positions") for v in layer.weights}
+    return sum(int(np.prod(v.shape)) for v in model.trainable_variables if len(v.shape) >= 2 and id(v) not in tables)
+
+
+def train_flops_per_token(model, family: str, layers: int, width: int, context: int) -> float:
+    flops = 6.0 * matmul_weights(model)
+    if family == "transformer":
+        flops += 12.0 * layers * width * context
+    return flops
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", action="append", choices=FAMILIES, help="repeatable; default all five")
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--width", type=int, default=256, help="RNN units, conv channels or Transformer width")
+    ap.add_argument("--embed", type=int, default=0, help="embedding size (default: 64, or the width for transformers)")
+    ap.add_argument("--context", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--vocab", type=int, default=65)
+    ap.add_argument("--steps", type=int, default=60, help="steps measured after the compiling call")
+    ap.add_argument("--steps-per-execution", type=int, default=20)
+    ap.add_argument("--jit", choices=("auto", "true", "false"), default="auto")
+    ap.add_argument("--out", help="also write the JSON lines to this file")
+    args = ap.parse_args()
+
+    from pipeline.models import build_model
+    from pipeline.params import ModelParams, TrainParams
+    from pipeline.training import train_model
+
+    ids = np.random.default_rng(0).integers(2, args.vocab, 400_000).astype(np.int32)
+    rows = []
+    for family in args.family or FAMILIES:
+        embed = args.embed or (args.width if family == "transformer" else 64)
+        m = ModelParams(family=family, embed_dim=embed, units=args.width, layers=args.layers, heads=args.heads,
+                        embed_init="default" if family == "transformer" else "normal",
+                        dilations=[1, 2, 4, 8, 16, 32, 64][: max(1, args.layers * 3)])
+        spe = args.steps_per_execution
+        t = TrainParams(seq_len=args.context, batch_size=args.batch, epochs=1, steps_per_epoch=args.steps + spe,
+                        steps_per_execution=spe, warmup_steps=0, eval_tokens=args.context, jit_compile=args.jit)
+        ckpt = Path("/tmp") / f"seqlab-throughput-{family}-{os.getpid()}"
+        result = train_model(m, t, ids, ids[:2000], args.vocab, "throughput", 0, ckpt, build_model)
+        (ckpt / "last.npz").unlink(missing_ok=True)
+        peak = matmul_peak_gflops()
+        fpt = train_flops_per_token(result.model, family, args.layers, args.width, args.context)
+        achieved = fpt * result.tokens_per_second / 1e9
+        row = {"family": family, "parameters": int(result.model.count_params()),
+               "tokens_per_second": round(result.tokens_per_second), "train_flops_per_token": fpt,
+               "gflops_per_second": round(achieved, 1), "peak_gflops": round(peak, 1),
+               "fraction_of_peak": round(achieved / peak, 3), "shape": {"layers": args.layers, "heads": args.heads,
+               "width": args.width, "embed": embed, "context": args.context, "batch": args.batch},
+               "jit_compile": result.settings["jit_compile"]}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    if args.out:
+        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+if __name__ == "__main__":
+    main()
