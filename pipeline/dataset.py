@@ -3,6 +3,11 @@
 Training windows start at random offsets of the ``[BOS] + ids`` stream, drawn from a generator
 seeded by (seed, epoch): an epoch's batches are the same after a resume, and the input pipeline
 runs ahead of the model (prefetch).
+
+Under tf.distribute every input pipeline (one per worker) draws the same offsets and keeps its own
+contiguous slice of each *global* batch, cut into per-replica batches (explicit sharding; tf.data
+auto-sharding is turned off). Step s therefore trains on exactly the windows of the single-device
+step s, whatever the number of replicas or workers.
 """
 from __future__ import annotations
 
@@ -27,18 +32,44 @@ def epoch_offsets(n_tokens: int, seq_len: int, count: int, seed: int, epoch: int
     return rng.integers(0, n_tokens + 1 - seq_len, size=count, dtype=np.int64)
 
 
-def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, seed: int, epoch: int):
-    """``steps`` batches of ``batch_size`` windows for one epoch (global batch size)."""
+def shard_rows(batch_size: int, num_pipelines: int, pipeline_id: int, num_replicas: int) -> tuple[int, int, int]:
+    """(first row, end row, per-replica batch) of one input pipeline's share of a global batch."""
+    if batch_size % num_replicas or num_replicas % num_pipelines:
+        raise SeqlabError(f"train.batch_size={batch_size} is not divisible by the {num_replicas} replicas")
+    per_replica = batch_size // num_replicas
+    share = batch_size // num_pipelines  # every worker holds the same number of replicas
+    return pipeline_id * share, (pipeline_id + 1) * share, per_replica
+
+
+def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, seed: int, epoch: int,
+                  input_context=None):
+    """``steps`` global batches of ``batch_size`` windows for one epoch.
+
+    With a ``tf.distribute.InputContext`` (``strategy.distribute_datasets_from_function``) the
+    dataset yields this pipeline's per-replica batches: rows ``[lo, hi)`` of every global batch,
+    ``hi - lo = batch_size / workers``, in consecutive per-replica batches (the local replicas take
+    consecutive elements).
+    """
     import tensorflow as tf
     stream = tf.constant(with_bos(ids))
-    offsets = epoch_offsets(len(ids), seq_len, steps * batch_size, seed, epoch)
+    offsets = epoch_offsets(len(ids), seq_len, steps * batch_size, seed, epoch).reshape(steps, batch_size)
+    per_batch = batch_size
+    if input_context is not None:
+        lo, hi, per_batch = shard_rows(batch_size, input_context.num_input_pipelines,
+                                       input_context.input_pipeline_id, input_context.num_replicas_in_sync)
+        offsets = offsets[:, lo:hi]
     span = tf.range(seq_len + 1, dtype=tf.int64)
 
     def windows(off):
         w = tf.gather(stream, off[:, None] + span[None, :])
         return w[:, :-1], w[:, 1:]
 
-    ds = tf.data.Dataset.from_tensor_slices(offsets).batch(batch_size, drop_remainder=True)
+    ds = tf.data.Dataset.from_tensor_slices(offsets.reshape(-1)).batch(per_batch, drop_remainder=True)
+    options = tf.data.Options()
+    # sharded by hand above: every worker must not drop further elements
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    options.deterministic = True
+    ds = ds.with_options(options)
     return ds.map(windows, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 

@@ -35,17 +35,46 @@ def resolve_jit(setting: str, family: str) -> bool:
     return not (family in ("lstm", "gru") and _gpus())
 
 
-def _workers() -> int:
+def _tf_config() -> dict:
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        return 1
+        return {}
     try:
-        return len(json.loads(raw).get("cluster", {}).get("worker", []))
+        cfg = json.loads(raw)
+        cluster = cfg.get("cluster", {})
+        if not isinstance(cluster, dict) or not all(isinstance(v, list) for v in cluster.values()):
+            raise ValueError
+        return cfg
     except (ValueError, AttributeError):
         raise SeqlabError("TF_CONFIG: not valid JSON with a cluster.worker list") from None
 
 
+def _workers() -> int:
+    """Training processes named by TF_CONFIG (its ``chief`` and ``worker`` jobs); 1 without it."""
+    cluster = _tf_config().get("cluster", {})
+    return max(len(cluster.get("chief", [])) + len(cluster.get("worker", [])), 1)
+
+
+def is_chief() -> bool:
+    """Whether this process writes outputs: the ``chief`` task, else worker 0, else the only process.
+
+    Under MultiWorkerMirroredStrategy every worker runs the same command; only the chief writes
+    checkpoints, models and metrics and logs to MLflow.
+    """
+    cfg = _tf_config()
+    task = cfg.get("task") or {}
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    if kind == "chief":
+        return True
+    return kind == "worker" and index == 0 and not cfg.get("cluster", {}).get("chief")
+
+
 def resolve_strategy(setting: str):
+    """The tf.distribute strategy for ``train.distribute``.
+
+    MultiWorkerMirroredStrategy has to exist before TensorFlow runs its first op in the process
+    (it configures the collective runtime), so it is created before anything else is built.
+    """
     import tensorflow as tf
     if setting == "auto":
         setting = "multi_worker" if _workers() > 1 else ("mirrored" if len(_gpus()) > 1 else "none")
@@ -54,7 +83,11 @@ def resolve_strategy(setting: str):
     if setting == "mirrored":
         return tf.distribute.MirroredStrategy()
     if setting == "multi_worker":
-        if _workers() < 1:
+        if not _tf_config().get("cluster"):
             raise SeqlabError("train.distribute=multi_worker needs TF_CONFIG with a cluster.worker list")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as e:  # "Collective ops must be configured at program startup"
+            raise SeqlabError(f"train.distribute=multi_worker: {e}; the strategy must be created before "
+                              "TensorFlow runs any op in the process") from None
     raise SeqlabError(f"train.distribute: unknown strategy {setting!r}")

@@ -5,15 +5,36 @@ custom one: ``steps_per_execution`` steps per ``tf.function`` call (no host roun
 XLA on the step where it applies, AdamW with global-norm clipping and a warm-up + cosine schedule,
 the Keras progress bar, a checkpoint after every epoch (resumed after an interruption when the
 configuration is unchanged), and a clear error on the first non-finite loss.
+
+Under tf.distribute (see ``README.md``, "Several GPUs or machines"):
+
+- ``train.batch_size`` is the *global* batch: each of the R replicas gets ``batch_size / R`` rows
+  of the same global batch a single device would see (``pipeline.dataset.train_dataset``), and the
+  loss is averaged over the global batch (``tf.nn.compute_average_loss``), so the gradients summed
+  across replicas are the gradient of the global-batch mean.
+- The loop sums the gradients across replicas itself (:func:`apply_aggregated`) and the optimizer
+  then unscales (mixed_float16), clips the global norm of the *summed* gradient and applies it.
+  A stock Keras 3 optimizer would clip each replica's partial gradient before its own all-reduce
+  (``BaseOptimizer._backend_apply_gradients`` clips, then ``TFOptimizer._backend_update_step``
+  all-reduces), which bounds the norm of the sum by R x clipnorm instead of clipnorm.
+- XLA compiles the whole step on one replica; with several replicas it compiles the forward and
+  backward pass of each replica, while the all-reduce and the optimizer update (``merge_call``)
+  stay outside XLA.
+- Under MultiWorkerMirroredStrategy only the chief (:func:`pipeline.runtime.is_chief`) writes the
+  checkpoint, prints progress and calls ``on_epoch``; at start every worker takes the chief's
+  checkpoint (epoch, weights, optimizer state) through one collective, so the workers resume
+  together even when only the chief's disk holds the file.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import os
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,7 +44,11 @@ import numpy as np
 from pipeline.dataset import check_length, eval_windows, train_dataset
 from pipeline.errors import DivergenceError, SeqlabError
 from pipeline.params import ModelParams, TrainParams
-from pipeline.runtime import resolve_jit, resolve_precision, resolve_strategy
+from pipeline.runtime import is_chief, resolve_jit, resolve_precision, resolve_strategy
+
+CHECKPOINT_FORMAT = 2  # 2: model.variables (RNG states included), resolved precision in the fingerprint
+# settings that change how a step runs, not what it computes: a checkpoint resumes across them
+_RUNTIME_ONLY = ("jit_compile", "distribute")
 
 
 @dataclass
@@ -35,16 +60,22 @@ class TrainResult:
     steps: int
     resumed_from_epoch: int
     settings: dict
+    steps_run: int = 0       # optimizer steps run by this process (fewer than ``steps`` after a resume)
+    is_chief: bool = True    # False on the non-chief workers of a multi-worker run: they write nothing
 
 
-def fingerprint(model_cfg: ModelParams, train_cfg: TrainParams, vocab_size: int, data_hash: str, seed: int) -> str:
-    blob = json.dumps([dataclasses.asdict(model_cfg), dataclasses.asdict(train_cfg), vocab_size, data_hash, seed],
+def fingerprint(model_cfg: ModelParams, train_cfg: TrainParams, vocab_size: int, data_hash: str, seed: int,
+                precision: str | None = None) -> str:
+    train = {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in _RUNTIME_ONLY}
+    if precision is not None:
+        train["precision"] = precision  # resolved: "auto" means different things on CPU and GPU
+    blob = json.dumps([CHECKPOINT_FORMAT, dataclasses.asdict(model_cfg), train, vocab_size, data_hash, seed],
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class Checkpoint:
-    """Model weights, optimizer state and history after each epoch, in one npz (no pickle)."""
+    """Model variables, optimizer state and history after each epoch, in one npz (no pickle)."""
 
     def __init__(self, folder: Path, fp: str):
         self.path = Path(folder) / "last.npz"
@@ -53,37 +84,128 @@ class Checkpoint:
     def load(self):
         if not self.path.exists():
             return None
-        with np.load(self.path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("fingerprint") != self.fp:
-                return None
-            n_w, n_o = meta["n_weights"], meta["n_opt"]
-            return meta, [z[f"w{i}"] for i in range(n_w)], [z[f"o{i}"] for i in range(n_o)]
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("fingerprint") != self.fp:
+                    return None
+                n_w, n_o = meta["n_weights"], meta["n_opt"]
+                return meta, [z[f"w{i}"] for i in range(n_w)], [z[f"o{i}"] for i in range(n_o)]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # unreadable: train from scratch
+            print(f"ignoring the unreadable checkpoint {self.path}: {e}", flush=True)
+            return None
 
     def save(self, meta: dict, weights: list, opt_vars: list) -> None:
+        """Atomic and durable: a kill or a power cut leaves the previous checkpoint or this one."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         meta = {**meta, "fingerprint": self.fp, "n_weights": len(weights), "n_opt": len(opt_vars)}
         arrays = {f"w{i}": w for i, w in enumerate(weights)} | {f"o{i}": o for i, o in enumerate(opt_vars)}
         tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
 
-def make_optimizer(cfg: TrainParams, total_steps: int):
+@functools.cache
+def _adamw_class():
+    """keras.optimizers.AdamW taking gradients the loop has already summed across replicas.
+
+    Keras 3's TensorFlow optimizer all-reduces inside ``apply`` (``_all_reduce_sum_gradients``),
+    after clipping; the loop all-reduces first (:func:`apply_aggregated`) so that clipping sees the
+    summed gradient, and this subclass skips the second sum.
+    """
+    import keras
+    if not hasattr(keras.optimizers.AdamW, "_all_reduce_sum_gradients"):
+        raise RuntimeError("this Keras version no longer all-reduces in TFOptimizer._all_reduce_sum_gradients; "
+                           "pipeline.training.apply_aggregated must be revisited")
+
+    class PreAggregatedAdamW(keras.optimizers.AdamW):
+        def _all_reduce_sum_gradients(self, grads_and_vars):
+            return list(grads_and_vars)
+
+    return PreAggregatedAdamW
+
+
+def make_optimizer(cfg: TrainParams, total_steps: int, precision: str = "float32"):
+    """AdamW (warm-up + cosine, global-norm clipping), wrapped for dynamic loss scaling under float16.
+
+    Use it with :func:`apply_aggregated`, which sums the gradients across replicas first.
+    """
     import keras
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else cfg.learning_rate,
         decay_steps=max(total_steps - warmup, 1), alpha=cfg.min_lr_ratio,
         warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup)
-    opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay, beta_1=cfg.beta1,
-                                 beta_2=cfg.beta2, global_clipnorm=cfg.clipnorm or None)
+    opt = _adamw_class()(learning_rate=schedule, weight_decay=cfg.weight_decay, beta_1=cfg.beta1,
+                         beta_2=cfg.beta2, global_clipnorm=cfg.clipnorm or None)
     # decay matrices only, as is usual: never biases, norms or gains
     opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    if precision == "mixed_float16":  # what Model.compile does for this policy; fit is not used here
+        opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
+
+
+def apply_aggregated(optimizer, grads, variables) -> None:
+    """In replica context: sum ``grads`` across all replicas, then apply them with ``optimizer``.
+
+    ``optimizer`` comes from :func:`make_optimizer`: it unscales (loss scaling), clips the global
+    norm of the summed gradient, and updates every replica's copy with the same values.
+    """
+    import tensorflow as tf
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    optimizer.apply(grads, variables)
+
+
+def _replica_sum(strategy, values: list[np.ndarray], chief_only: bool) -> list[np.ndarray]:
+    """Sum of ``values`` over all replicas of all workers (one all-reduce, in float64).
+
+    ``chief_only``: only replica 0 (the chief's first device) contributes, which broadcasts the
+    chief's values. float64 holds every float32 weight, int64 step counter below 2**53 and uint32
+    RNG state exactly, and adding zeros keeps them exact.
+    """
+    import tensorflow as tf
+    inputs = [tf.constant(np.asarray(v, np.float64)) for v in values]
+
+    @tf.function
+    def reduce(xs):
+        def replica_fn(xs):
+            ctx = tf.distribute.get_replica_context()
+            keep = tf.cast(tf.equal(ctx.replica_id_in_sync_group, 0), tf.float64) if chief_only else 1.0
+            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, [x * keep for x in xs])
+        return strategy.experimental_local_results(strategy.run(replica_fn, args=(xs,)))[0]
+
+    out = reduce(inputs)
+    return [np.asarray(o.numpy()).astype(np.asarray(v).dtype) for o, v in zip(out, values)]
+
+
+def _sync_workers(strategy, fp: str, start_epoch: int, model_vars: list, opt_vars: list, restored) -> tuple:
+    """Multi-worker start: check that all workers run the same configuration, then take the
+    chief's epoch and, when it resumes, its variables. Returns (start_epoch, weights, opt_values)."""
+    replicas = strategy.num_replicas_in_sync
+    own = float(int(fp[:10], 16))  # < 2**40: the sum over replicas stays exact in float64
+    (total,) = _replica_sum(strategy, [np.array(own)], chief_only=False)
+    if float(total) != own * replicas:
+        raise SeqlabError("the workers' configurations differ (params, prepared data or seed): every worker "
+                          "must run the same command on the same prepared data")
+    (epoch,) = _replica_sum(strategy, [np.array(float(start_epoch))], chief_only=True)
+    if not int(epoch):
+        return 0, [], []
+    if restored is None:  # a non-chief: its own values only give the shapes
+        weights, opt_values = [v.numpy() for v in model_vars], [v.numpy() for v in opt_vars]
+    else:
+        _, weights, opt_values = restored
+    synced = _replica_sum(strategy, weights + opt_values, chief_only=True)
+    return int(epoch), synced[:len(model_vars)], synced[len(model_vars):]
 
 
 def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.ndarray, valid_ids: np.ndarray,
@@ -94,34 +216,52 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
 
     cfg = train_cfg
     check_length(train_ids, cfg.seq_len, "data/prepared/train.npy")
+    # MultiWorkerMirroredStrategy configures the collective runtime: before any other TF op
+    strategy = resolve_strategy(cfg.distribute)
     keras.utils.set_random_seed(seed)
     precision = resolve_precision(cfg.precision)
     keras.mixed_precision.set_dtype_policy(precision)
     jit = resolve_jit(cfg.jit_compile, model_cfg.family)
-    strategy = resolve_strategy(cfg.distribute)
     replicas = strategy.num_replicas_in_sync
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    chief = is_chief() if multi_worker else True
     if cfg.batch_size % replicas:
         raise SeqlabError(f"train.batch_size={cfg.batch_size} is not divisible by the {replicas} replicas")
     total_steps = cfg.epochs * cfg.steps_per_epoch
     settings = {"precision": precision, "jit_compile": jit, "strategy": type(strategy).__name__,
                 "replicas": replicas}
+    say = print if chief else (lambda *a, **k: None)
 
     with strategy.scope():
         model = build_model(model_cfg, vocab_size, cfg.seq_len)
-        optimizer = make_optimizer(cfg, total_steps)
+        optimizer = make_optimizer(cfg, total_steps, precision)
         optimizer.build(model.trainable_variables)
+    # model.variables: the weights plus the dropout RNG states, so a resumed run draws the same masks
+    model_vars, opt_vars = list(model.variables), list(optimizer.variables)
 
-    ckpt = Checkpoint(checkpoint_dir, fingerprint(model_cfg, cfg, vocab_size, data_hash, seed))
+    ckpt = Checkpoint(checkpoint_dir, fingerprint(model_cfg, cfg, vocab_size, data_hash, seed, precision))
     history: list[dict] = []
     start_epoch = 0
-    restored = ckpt.load()
+    restored = ckpt.load() if chief else None
     if restored is not None:
-        meta, weights, opt_vars = restored
-        model.set_weights(weights)
-        for var, value in zip(optimizer.variables, opt_vars):
+        meta, weights, opt_values = restored
+        shapes_ok = (len(weights) == len(model_vars) and len(opt_values) == len(opt_vars)
+                     and all(tuple(a.shape) == tuple(v.shape) for a, v in zip(weights + opt_values,
+                                                                              model_vars + opt_vars)))
+        if shapes_ok:
+            history, start_epoch = meta["history"], meta["epoch"]
+        else:
+            print(f"ignoring the checkpoint {ckpt.path}: its variables do not match this model", flush=True)
+            restored = None
+    if multi_worker:  # every worker must start from the chief's state, or the collectives deadlock
+        start_epoch, weights, opt_values = _sync_workers(strategy, ckpt.fp, start_epoch, model_vars, opt_vars,
+                                                         restored)
+    if start_epoch:
+        for var, value in zip(model_vars + opt_vars, weights + opt_values):
             var.assign(value)
-        history, start_epoch = meta["history"], meta["epoch"]
-        print(f"resuming from the checkpoint after epoch {start_epoch} ({ckpt.path})", flush=True)
+        where = ckpt.path if chief else "the chief's checkpoint"
+        print(f"resuming from the checkpoint after epoch {start_epoch} ({where}) at step "
+              f"{int(optimizer.iterations.numpy())}", flush=True)
 
     def loss_of(x, y, training):
         logits = model(x, training=training)
@@ -131,22 +271,24 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
     variables = model.trainable_variables
 
     def grads_of(x, y):
+        # x, y: this replica's batch_size / replicas rows; the mean is over the global batch
         with tf.GradientTape() as tape:
             loss = tf.nn.compute_average_loss(loss_of(x, y, True), global_batch_size=cfg.batch_size)
-        return loss, tape.gradient(loss, variables)
+            scaled = optimizer.scale_loss(loss)  # x the dynamic loss scale under mixed_float16, else as is
+        return loss, tape.gradient(scaled, variables)
 
     if replicas == 1:
         def step(x, y):
             loss, grads = grads_of(x, y)
-            optimizer.apply_gradients(zip(grads, variables))
+            apply_aggregated(optimizer, grads, variables)
             return loss
         replica_step = tf.function(step, jit_compile=jit)
-    else:  # cross-replica gradient aggregation happens in apply_gradients, outside XLA
+    else:  # the all-reduce and the optimizer's merge_call stay outside XLA
         grads_fn = tf.function(grads_of, jit_compile=jit)
 
         def replica_step(x, y):
             loss, grads = grads_fn(x, y)
-            optimizer.apply_gradients(zip(grads, variables))
+            apply_aggregated(optimizer, grads, variables)
             return loss
 
     @tf.function
@@ -155,6 +297,7 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
         for i in tf.range(n):
             x, y = next(iterator)
             per_replica = strategy.run(replica_step, args=(x, y))
+            # the sum of the replicas' shares of the global-batch mean is the global-batch mean
             losses = losses.write(i, strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
         return losses.stack()
 
@@ -176,10 +319,13 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
     # steady-state throughput leaves out each process's first call (tracing and XLA compilation)
     steady_tokens, steady_time, first_call = 0, 0.0, True
     tokens_per_step = cfg.batch_size * cfg.seq_len
+    steps_run, run_time = 0, 0.0  # in this process
     for epoch in range(start_epoch, cfg.epochs):
-        ds = train_dataset(train_ids, cfg.seq_len, cfg.batch_size, cfg.steps_per_epoch, seed, epoch)
-        iterator = iter(strategy.experimental_distribute_dataset(ds))
-        bar = keras.utils.Progbar(cfg.steps_per_epoch, stateful_metrics=["loss", "lr"])
+        dataset = strategy.distribute_datasets_from_function(
+            functools.partial(train_dataset, train_ids, cfg.seq_len, cfg.batch_size, cfg.steps_per_epoch,
+                              seed, epoch))
+        iterator = iter(dataset)
+        bar = keras.utils.Progbar(cfg.steps_per_epoch, stateful_metrics=["loss", "lr"], verbose=1 if chief else 0)
         done, epoch_losses, t_epoch = 0, [], time.perf_counter()
         while done < cfg.steps_per_epoch:
             n = min(cfg.steps_per_execution, cfg.steps_per_epoch - done)
@@ -188,6 +334,7 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
             if not first_call:
                 steady_tokens, steady_time = steady_tokens + n * tokens_per_step, steady_time + time.perf_counter() - t_call
             first_call = False
+            # the loss is all-reduced: every worker sees the same values and stops at the same step
             bad = np.flatnonzero(~np.isfinite(losses))
             if bad.size:
                 global_step = epoch * cfg.steps_per_epoch + done + int(bad[0]) + 1
@@ -196,24 +343,30 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
                     f"lower train.learning_rate (now {cfg.learning_rate}) or train.clipnorm; nothing was saved "
                     "or registered")
             done += n
+            steps_run += n
             epoch_losses.extend(losses.tolist())
             lr = float(optimizer.learning_rate)  # the schedule's value at the current iteration
             bar.update(done, values=[("loss", float(np.mean(losses))), ("lr", lr)])
         seconds = time.perf_counter() - t_epoch
         step_time += seconds
+        run_time += seconds
         row = {"epoch": epoch + 1, "step": (epoch + 1) * cfg.steps_per_epoch,
                "train_loss": float(np.mean(epoch_losses)), "valid_loss": valid_loss(),
                "learning_rate": lr, "seconds": seconds, "tokens_per_second": tokens_per_step * done / seconds}
         row["valid_bits_per_token"] = row["valid_loss"] / math.log(2)
         history.append(row)
-        print(f"epoch {row['epoch']}/{cfg.epochs}: train_loss {row['train_loss']:.4f} "
-              f"valid_loss {row['valid_loss']:.4f} ({row['tokens_per_second']:.0f} tokens/s)", flush=True)
-        if on_epoch is not None:
-            on_epoch(row)
-        ckpt.save({"epoch": epoch + 1, "history": history}, model.get_weights(),
-                  [v.numpy() for v in optimizer.variables])
+        say(f"epoch {row['epoch']}/{cfg.epochs}: train_loss {row['train_loss']:.4f} "
+            f"valid_loss {row['valid_loss']:.4f} ({row['tokens_per_second']:.0f} tokens/s)", flush=True)
+        if chief:  # the other workers hold the same values; only the chief writes and logs
+            if on_epoch is not None:
+                on_epoch(row)
+            ckpt.save({"epoch": epoch + 1, "history": history}, [v.numpy() for v in model_vars],
+                      [v.numpy() for v in opt_vars])
     if steady_time == 0:  # a single call in all: no steady state to measure
-        steady_tokens, steady_time = tokens_per_step * cfg.steps_per_epoch * cfg.epochs, step_time
+        if steps_run:
+            steady_tokens, steady_time = tokens_per_step * steps_run, run_time
+        else:  # resumed after the last epoch: the checkpoint's epochs
+            steady_tokens, steady_time = tokens_per_step * cfg.steps_per_epoch * len(history), step_time
     return TrainResult(model=model, history=history, train_seconds=step_time,
                        tokens_per_second=steady_tokens / max(steady_time, 1e-9), steps=total_steps,
-                       resumed_from_epoch=start_epoch, settings=settings)
+                       resumed_from_epoch=start_epoch, settings=settings, steps_run=steps_run, is_chief=chief)

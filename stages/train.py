@@ -7,6 +7,7 @@ from pipeline.models import build_model, count_parameters
 from pipeline.params import load_params
 from pipeline.prepared import load_prepared
 from pipeline.reporting import write_history_csv
+from pipeline.runtime import is_chief
 from pipeline.saved_model import save_network
 from pipeline.stage import CHECKPOINTS, MODELS, PLOTS, PREPARED, run_stage
 from pipeline.training import train_model
@@ -19,6 +20,11 @@ def main(argv: list[str]) -> None:
     p = load_params()
     m, t = p.model(arch), p.train_for(arch)
     data = load_prepared(PREPARED)
+    if not is_chief():  # another worker of a multi-worker run: trains in lockstep with the chief, writes nothing
+        train_model(m, t, data.ids["train"], data.ids["valid"], data.tokenizer.vocab_size, data.data_hash, p.seed,
+                    CHECKPOINTS / arch, build_model)
+        print(f"{arch}: worker done; the chief writes the outputs")
+        return
     experiment = p.mlflow.experiment
     with tracking.model_run(experiment, arch, "train", data.data_hash) as run:
         import mlflow
