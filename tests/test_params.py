@@ -9,7 +9,7 @@ from tests.conftest import ROOT
 def test_repo_params_load():
     p = load_params(ROOT / "params.yaml")
     assert set(p.models) == {"rnn", "lstm", "gru", "conv", "transformer"}
-    assert p.train_for("transformer").learning_rate != p.train.learning_rate  # per-model override applies
+    assert p.train_for("transformer").weight_decay != p.train.weight_decay  # per-model override applies
     assert p.train_for("lstm") == p.train
 
 
