@@ -1,13 +1,18 @@
-"""Recurrent language models: SimpleRNN, LSTM, GRU stacks (cuDNN-eligible settings)."""
+"""Recurrent language models: SimpleRNN, LSTM, GRU stacks (cuDNN-eligible settings).
+
+The layers are the hoisted-projection subclasses of ``pipeline.models.fast_rnn`` (same weights,
+same results as keras.layers.SimpleRNN/LSTM/GRU; faster on CPU, the stock cuDNN path on a GPU).
+"""
 from __future__ import annotations
 
 import keras
 import numpy as np
 
 from .base import Stepper
+from .fast_rnn import FastGRU, FastLSTM, FastSimpleRNN
 from .layers import embedding_initializer
 
-_RNN_CLASSES = {"rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
+_RNN_CLASSES = {"rnn": FastSimpleRNN, "lstm": FastLSTM, "gru": FastGRU}
 
 
 def _num_states(family: str) -> int:
@@ -21,6 +26,9 @@ def build_recurrent(cfg, vocab_size: int) -> keras.Model:
     return_state=True so that the stepper can reuse them with explicit initial/final states;
     everything else is left at the defaults that keep the layers cuDNN-eligible
     (tanh/sigmoid, recurrent_dropout=0, unroll=False, use_bias=True, GRU reset_after=True).
+    The layers are ``fast_rnn.FastSimpleRNN/FastLSTM/FastGRU``: the stock Keras weights and
+    initialisers, the input projection hoisted out of the time loop and a hand-written backward
+    pass on CPU, the stock (cuDNN) implementation where Keras would use cuDNN.
     """
     cls = _RNN_CLASSES[cfg.family]
     if cfg.layers < 1:
