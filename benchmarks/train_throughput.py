@@ -3,7 +3,8 @@
 FLOPs are counted from the model: every weight matrix of a layer that runs once per token costs
 2 FLOPs per weight forward (6 with the backward pass), which covers dense, recurrent and
 convolution kernels; the Transformer adds its attention, 12 * layers * width * context per token
-(nanoGPT's estimate_mfu). The peak is a float32 4096x4096 matrix product measured in the same run.
+(nanoGPT's estimate_mfu). The peak is the faster of TensorFlow's two float32 4096x4096 matrix
+products (with and without XLA), measured in the same run.
 
     python benchmarks/train_throughput.py --family transformer --layers 6 --heads 6 --width 192 --context 128 --batch 32
 """
@@ -24,17 +25,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 FAMILIES = ("rnn", "lstm", "gru", "conv", "transformer")
 
 
-def matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
+def matmul_peak_gflops(n: int = 4096, repeats: int = 3) -> float:
+    """Best float32 n x n x n matrix product rate, with and without XLA (TensorFlow's two CPU
+    matmul paths differ by up to 1.5x on some CPUs); the whole product is fetched, so that no
+    compiler can compute less of it."""
     import tensorflow as tf
     a = tf.random.normal((n, n))
     b = tf.random.normal((n, n))
-    mm = tf.function(lambda x, y: tf.reduce_sum(tf.linalg.matmul(x, y)))
-    mm(a, b).numpy()
     best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    for jit in (False, True):
+        mm = tf.function(lambda x, y: tf.linalg.matmul(x, y), jit_compile=jit)
         mm(a, b).numpy()
-        best = min(best, time.perf_counter() - t0)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            mm(a, b).numpy()
+            best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best / 1e9
 
 
