@@ -31,12 +31,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", required=True)
     ap.add_argument("--corpus", required=True, help="a UTF-8 text file (e.g. Tiny Shakespeare's input.txt)")
+    ap.add_argument("--arch", action="append", help="only this network of the preset (repeatable)")
     ap.add_argument("--train-fraction", type=float, default=0.9)
     ap.add_argument("--out", help="also write the JSON lines to this file")
     args = ap.parse_args()
 
     root = Path(__file__).resolve().parents[1]
     _, params = preset_params(args.preset, read_yaml(root / "params.yaml"))
+    unknown = sorted(set(args.arch or []) - set(params.models))
+    if unknown:
+        ap.error(f"--arch {', '.join(unknown)}: not in preset {args.preset} ({', '.join(params.models)})")
     text = decode_utf8(Path(args.corpus).read_bytes(), args.corpus)
     cut = int(len(text) * args.train_fraction)  # nanoGPT: first 90% of characters train, the rest validation
     tok = learn_tokenizer("char", text[:cut], vocab_size=10_000)
@@ -46,7 +50,7 @@ def main() -> None:
     from pipeline.training import train_model
 
     lines = []
-    for arch in params.models:
+    for arch in args.arch or params.models:
         m, t = params.model(arch), params.train_for(arch)
         ckpt = Path("/tmp") / f"seqlab-bench-{args.preset}-{arch}-{os.getpid()}"
         t0 = time.perf_counter()

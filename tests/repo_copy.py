@@ -21,7 +21,8 @@ TINY_PARAMS = {
         "lstm": {"family": "lstm", "embed_dim": 8, "units": 16, "layers": 2},
         "gru": {"family": "gru", "embed_dim": 8, "units": 16, "layers": 1},
         "conv": {"family": "conv", "embed_dim": 8, "units": 16, "dilations": [1, 2, 4]},
-        "transformer": {"family": "transformer", "embed_dim": 16, "units": 16, "layers": 1, "heads": 2},
+        "transformer": {"family": "transformer", "embed_dim": 16, "units": 16, "layers": 1, "heads": 2,
+                        "embed_init": "default"},
     },
     "eval": {"batch_size": 64},
     "generate": {"prompts": ["The "], "max_tokens": 20, "seed": 3},
@@ -57,8 +58,8 @@ def make_tiny_repo(dest: Path, params: dict = TINY_PARAMS, commit: bool = True) 
     from pipeline.corpus import load_corpus
     docs = load_corpus("builtin:python-docs", [0.9, 0.05, 0.05]).train
     (dest / "corpus.txt").write_text(docs[:40_000], encoding="utf-8")
-    from pipeline.params import deep_merge
-    full = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), params)
+    from pipeline.presets import apply_preset   # `models` replaces the repo's section, as a preset does
+    full = apply_preset(yaml.safe_load((ROOT / "params.yaml").read_text()), params)
     (dest / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
     if not commit:
         return dest

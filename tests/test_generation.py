@@ -1,6 +1,4 @@
 """Steppers (cached / stateful decoding), stream scoring and sampling."""
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
@@ -9,17 +7,14 @@ keras = pytest.importorskip("keras")
 from pipeline.generation import generate, stream_logprobs  # noqa: E402
 from pipeline.models import build_model, make_stepper, receptive_field  # noqa: E402
 from pipeline.vocab_layout import BOS_ID  # noqa: E402
+from tests.tiny_models import tiny_cfg as shared_tiny_cfg  # noqa: E402
 
 VOCAB = 19
 MAX_LEN = 24          # transformer positions (kept small so the sliding window is exercised)
 
 
 def tiny_cfg(family, **overrides):
-    cfg = dict(family=family, embed_dim=10, units=16, layers=2, heads=2, ff_dim=0,
-               kernel_size=2, dilations=[1, 2, 4], dropout=0.1, embed_init="normal",
-               tie_embeddings=False)
-    cfg.update(overrides)
-    return SimpleNamespace(**cfg)
+    return shared_tiny_cfg(family, **{"embed_dim": 10, "embed_init": "normal", **overrides})
 
 
 VARIANTS = {

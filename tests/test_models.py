@@ -1,6 +1,4 @@
 """Model families: shapes, dtypes, causality, parameter counts, trainability, init, saving."""
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
@@ -9,17 +7,10 @@ keras = pytest.importorskip("keras")
 from pipeline.models import (FAMILIES, build_model, conv_dilations, count_parameters,  # noqa: E402
                              make_stepper, receptive_field)
 from pipeline.vocab_layout import BOS_ID  # noqa: E402
+from tests.tiny_models import tiny_cfg  # noqa: E402
 
 VOCAB = 23
 MAX_LEN = 32
-
-
-def tiny_cfg(family, **overrides):
-    cfg = dict(family=family, embed_dim=12, units=16, layers=2, heads=2, ff_dim=0,
-               kernel_size=2, dilations=[1, 2, 4], dropout=0.1, embed_init="default",
-               tie_embeddings=False)
-    cfg.update(overrides)
-    return SimpleNamespace(**cfg)
 
 
 VARIANTS = {

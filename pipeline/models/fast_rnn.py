@@ -66,15 +66,17 @@ def _is(fn, name):
     return fn in (getattr(keras.activations, name), getattr(ops, name))
 
 
-def _upstream(args, upstream, n):
-    """The output cotangents handed to a custom gradient, on every backend, None -> zeros."""
+def _upstream(args, upstream, like):
+    """The output cotangents handed to a custom gradient, on every backend, one per tensor of
+    ``like`` (the outputs), a missing (None) one as zeros."""
     if upstream is not None:
         grads = upstream
     elif len(args) == 1 and isinstance(args[0], (tuple, list)):
         grads = args[0]
     else:
         grads = args
-    return list(grads)[:n]
+    grads = list(grads)[:len(like)]
+    return [ops.zeros_like(y) if g is None else g for g, y in zip(grads, like)]
 
 
 def _lstm_sequence(xz, h0, c0, u):
@@ -103,10 +105,7 @@ def _lstm_sequence(xz, h0, c0, u):
         _, (hs, cs, acts), (h_t, c_t) = rnn(fstep, xz, [h0, c0], input_length=steps, time_major=True)
 
         def grad(*args, upstream=None):
-            d_hs, d_ht, d_ct = _upstream(args, upstream, 3)
-            d_hs = ops.zeros_like(hs) if d_hs is None else d_hs
-            d_ht = ops.zeros_like(h_t) if d_ht is None else d_ht
-            d_ct = ops.zeros_like(c_t) if d_ct is None else d_ct
+            d_hs, d_ht, d_ct = _upstream(args, upstream, (hs, h_t, c_t))
             c_prev = _shift_in(c0, cs)
             u_t = ops.transpose(u)
 
@@ -166,9 +165,7 @@ def _gru_sequence(xz, h0, u, bias_h):
         _, (hs, acts, m_hs), (h_t,) = rnn(fstep, xz, [h0], input_length=steps, time_major=True)
 
         def grad(*args, upstream=None):
-            d_hs, d_ht = _upstream(args, upstream, 2)
-            d_hs = ops.zeros_like(hs) if d_hs is None else d_hs
-            d_ht = ops.zeros_like(h_t) if d_ht is None else d_ht
+            d_hs, d_ht = _upstream(args, upstream, (hs, h_t))
             h_prev = _shift_in(h0, hs)
             u_t = ops.transpose(u)
 
@@ -212,9 +209,7 @@ def _tanh_rnn_sequence(xz, h0, u):
         _, hs, (h_t,) = rnn(fstep, xz, [h0], input_length=steps, time_major=True)
 
         def grad(*args, upstream=None):
-            d_hs, d_ht = _upstream(args, upstream, 2)
-            d_hs = ops.zeros_like(hs) if d_hs is None else d_hs
-            d_ht = ops.zeros_like(h_t) if d_ht is None else d_ht
+            d_hs, d_ht = _upstream(args, upstream, (hs, h_t))
             u_t = ops.transpose(u)
 
             def bstep(inp, states):
