@@ -10,7 +10,7 @@ def test_repo_params_load():
     p = load_params(ROOT / "params.yaml")
     assert set(p.models) == {"rnn", "lstm", "gru", "conv", "transformer"}
     assert p.train_for("transformer").weight_decay != p.train.weight_decay  # per-model override applies
-    assert p.train_for("lstm") == p.train
+    assert p.train_for("conv") == p.train  # no override: the shared section
 
 
 @pytest.mark.parametrize("raw, message", [
