@@ -417,6 +417,21 @@ def set_version_metrics(registered_name: str, version: str, metrics: dict) -> No
         client.set_model_version_tag(registered_name, str(version), key, repr(float(value)))
 
 
+def holds_version(registered_name: str, version: str, run_id: str) -> bool:
+    """Whether the store has ``version`` of ``registered_name``, logged by run ``run_id``.
+
+    False as well when the version exists but came from another run: a new store numbers its
+    versions from 1 again, so a version number alone does not identify a model.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = _client().get_model_version(registered_name, str(version))
+    except MlflowException:
+        return False
+    return found.run_id == run_id
+
+
 def _metric_tag(tags: dict, metric: str) -> float | None:
     try:
         value = float(tags[metric])
@@ -426,7 +441,7 @@ def _metric_tag(tags: dict, metric: str) -> float | None:
 
 
 def promote(registered_name: str, version: str, metric: str = "test_bpc",
-            alias: str = CHAMPION) -> dict:
+            alias: str = CHAMPION, run_id: str | None = None) -> dict:
     """The promotion gate: move ``alias`` to ``version`` only when it is better. Lower is better.
 
     - No holder yet: the version takes the alias ("first version"), provided it has ``metric``.
@@ -446,19 +461,30 @@ def promote(registered_name: str, version: str, metric: str = "test_bpc",
     "is_champion"}`` where ``holder_*`` describe the holder before this call (``None`` when there
     was none), ``promoted`` says whether this call moved the alias and ``is_champion`` whether
     ``version`` holds it afterwards (true as well on a re-run: "already holds champion").
+    A version the store does not have (or, with ``run_id``, that another run logged: a new
+    store numbers versions from 1 again) is not promoted, and the reason says so.
     """
     from mlflow.exceptions import MlflowException
 
     client = _client()
     version = str(version)
-    candidate = client.get_model_version(registered_name, version)
-    cand_metric = _metric_tag(candidate.tags, metric)
     try:
         holder = client.get_model_version_by_alias(registered_name, alias)
     except MlflowException:
         holder = None
     holder_version = str(holder.version) if holder is not None else None
     holder_metric = _metric_tag(holder.tags, metric) if holder is not None else None
+    try:
+        candidate = client.get_model_version(registered_name, version)
+    except MlflowException:  # e.g. metrics written against another tracking store
+        candidate = None
+    if candidate is None or (run_id is not None and candidate.run_id != run_id):
+        return {"promoted": False, "reason": f"version {version} of {registered_name} is not in the tracking "
+                f"store {tracking_uri()}" + (f" from run {run_id}" if run_id else "") + ": re-run its evaluate "
+                "stage to register it",
+                "holder_version": holder_version, "holder_metric": holder_metric, "version": version,
+                "version_metric": None, "is_champion": False}
+    cand_metric = _metric_tag(candidate.tags, metric)
 
     def result(promoted: bool, reason: str) -> dict:
         if promoted:

@@ -3,6 +3,8 @@
 Evaluation and generation share one stage because both need the model loaded (one TensorFlow
 start-up per architecture instead of two).
 """
+import dataclasses
+
 import numpy as np
 
 from pipeline import tracking
@@ -12,6 +14,7 @@ from pipeline.io import read_json, write_json, write_text
 from pipeline.models import make_stepper
 from pipeline.params import load_params
 from pipeline.prepared import load_prepared
+from pipeline.registration import ensure_registered
 from pipeline.reporting import format_samples
 from pipeline.saved_model import load_network
 from pipeline.stage import METRICS, MODELS, PREPARED, SAMPLES, run_stage
@@ -36,20 +39,23 @@ def main(argv: list[str]) -> None:
     samples = [(prompt, tok.decode(generate(stepper, tok.encode(prompt), g.max_tokens, rng,
                                             g.temperature, g.top_k, g.top_p))) for prompt in g.prompts]
     summary = read_json(MODELS / arch / "run.json")
+    registered = ensure_registered(p.mlflow.experiment, arch, summary, MODELS / arch, model, dataclasses.asdict(cfg),
+                                   PREPARED / "vocab.json", data.data_hash, g)
     metrics = flat_metrics(per_split) | protocol | {
         k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second", "family")} | {
-        "data_hash": data.data_hash, "registered_model": summary["registered_model"], "version": summary["version"]}
+        "data_hash": data.data_hash, "registered_model": summary["registered_model"],
+        "version": registered["version"], "run_id": registered["run_id"]}
     samples_text = format_samples(arch, samples, g)
     write_json(METRICS / f"{arch}.json", metrics)
     write_text(SAMPLES / f"{arch}.txt", samples_text)
     print(f"{arch}: valid ppl {metrics['valid_ppl']:.3f} bpc {metrics['valid_bpc']:.4f}, "
           f"test ppl {metrics['test_ppl']:.3f} bpc {metrics['test_bpc']:.4f}")
     numeric = {k: v for k, v in flat_metrics(per_split).items()}
-    with tracking.model_run(p.mlflow.experiment, arch, "evaluate", data.data_hash, run_id=summary["run_id"]):
+    with tracking.model_run(p.mlflow.experiment, arch, "evaluate", data.data_hash, run_id=registered["run_id"]):
         import mlflow
         mlflow.log_metrics(numeric)
         mlflow.log_text(samples_text, "samples.txt")
-    tracking.set_version_metrics(summary["registered_model"], summary["version"], numeric)
+    tracking.set_version_metrics(summary["registered_model"], registered["version"], numeric)
 
 
 if __name__ == "__main__":

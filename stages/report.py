@@ -15,7 +15,7 @@ def main(argv: list[str]) -> None:
     histories = {}
     for arch in p.models:
         m = read_json(METRICS / f"{arch}.json")
-        promo = tracking.promote(m["registered_model"], str(m["version"]), metric="test_bpc")
+        promo = tracking.promote(m["registered_model"], str(m["version"]), metric="test_bpc", run_id=m.get("run_id"))
         rows.append({"model": arch} | m | {"champion": "yes" if promo["is_champion"] else f"no ({promo['reason']})",
                                           "promotion": promo})
         histories[arch] = read_history_csv(PLOTS / arch / "history.csv")

@@ -1,11 +1,12 @@
 """DVC stage: train one architecture -> models/<arch>/, plots/<arch>/history.csv, a registered version."""
 import dataclasses
 
-from pipeline import serving, tracking
+from pipeline import tracking
 from pipeline.io import write_json
 from pipeline.models import build_model, count_parameters
 from pipeline.params import load_params
 from pipeline.prepared import load_prepared
+from pipeline.registration import register_network
 from pipeline.reporting import write_history_csv
 from pipeline.runtime import is_chief
 from pipeline.saved_model import save_network
@@ -45,11 +46,9 @@ def main(argv: list[str]) -> None:
         write_history_csv(PLOTS / arch / "history.csv", result.history)
         mlflow.log_artifact(str(PLOTS / arch / "history.csv"))
         name = tracking.registered_name(experiment, arch)
-        version = tracking.log_keras_model(result.model, PREPARED / "vocab.json", name, data.data_hash)
-        g = p.generate  # the served text generator samples with the pipeline's settings by default
-        serving.log_generator(folder, PREPARED / "vocab.json", dataclasses.asdict(m),
-                              defaults={"max_tokens": g.max_tokens, "temperature": g.temperature,
-                                        "top_k": g.top_k, "top_p": g.top_p})
+        # the served text generator samples with the pipeline's settings by default
+        version = register_network(folder, result.model, dataclasses.asdict(m), PREPARED / "vocab.json", name,
+                                   data.data_hash, p.generate)
         write_json(folder / "run.json", summary | {"run_id": run.info.run_id, "registered_model": name,
                                                    "version": version, "data_hash": data.data_hash})
     (CHECKPOINTS / arch / "last.npz").unlink(missing_ok=True)

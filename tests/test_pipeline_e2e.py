@@ -3,6 +3,7 @@
 One module-scoped run feeds every check (each DVC stage pays TensorFlow's start-up once).
 """
 import json
+import sys
 import time
 
 import pytest
@@ -90,3 +91,45 @@ def test_exp_run_temp_uses_the_original_mlflow_store(repro):
     assert "ngram.order" in shown or '"order": 2' in shown
     run(["dvc", "metrics", "diff"], repo)
     run(["dvc", "plots", "diff", "--json"], repo)
+
+
+def test_networks_restored_from_the_run_cache_are_registered_in_a_new_store(repro):
+    """DVC's run cache brings back a trained network the tracking store never saw: evaluate
+    registers it again (a new store numbers versions from 1, so the number alone proves nothing)
+    and the report names every version it cannot find instead of failing."""
+    repo, _, _ = repro
+    import yaml
+    (repo / "mlflow.db").rename(repo / "mlflow.db.first")           # a new, empty tracking store
+    params_path = repo / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["models"]["rnn"]["units"] = 12
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro"], repo)                                      # trains rnn 12 -> version 1 of the new store
+    report = json.loads((repo / "reports" / "comparison.json").read_text())["models"]
+    reasons = {r["model"]: r["champion"] for r in report if r["model"] != "ngram"}
+    assert reasons["rnn"] == "yes"
+    for arch in set(ARCHS) - {"rnn"}:
+        assert "is not in the tracking store" in reasons[arch], reasons
+
+    params_path.write_text(original)                                 # back to rnn 16: DVC restores it
+    restored = run(["dvc", "repro"], repo)
+    assert "Stage 'train@rnn' is cached - skipping run" in restored.stdout + restored.stderr
+    seen = json.loads(run([sys.executable, "-c", _READ_RNN_REGISTRY], repo).stdout)  # see _READ_RNN_REGISTRY
+    assert sorted(seen["versions"]) == ["1", "2"]
+    m = json.loads((repo / "metrics" / "rnn.json").read_text())
+    assert m["version"] == "2" and seen["versions"]["2"]["run_id"] == m["run_id"]
+    first_run = json.loads((repo / "models" / "rnn" / "run.json").read_text())["run_id"]
+    assert seen["runs"][m["run_id"]]["tags"]["registered_from_dvc_cache"] == first_run
+    assert "test_bpc" in seen["versions"]["2"]["tags"] and "test_bpc" in seen["runs"][m["run_id"]]["metrics"]
+
+
+# Read in a new process: this one's MLflow still holds a connection to the renamed database file.
+_READ_RNN_REGISTRY = """
+import json
+from mlflow import MlflowClient
+c = MlflowClient(tracking_uri="sqlite:///mlflow.db")
+versions = {str(v.version): {"run_id": v.run_id, "tags": v.tags} for v in c.search_model_versions("name='seqlab-rnn'")}
+runs = {v["run_id"]: c.get_run(v["run_id"]).data for v in versions.values()}
+print(json.dumps({"versions": versions, "runs": {k: {"tags": d.tags, "metrics": d.metrics} for k, d in runs.items()}}))
+"""

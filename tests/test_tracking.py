@@ -191,6 +191,30 @@ def test_promotion_gate(store):
     assert str(client.get_model_version_by_alias(name, "champion").version) == v4
 
 
+def test_versions_the_store_lacks_are_named_not_promoted(store):
+    tracking.configure("seqlab-gate-missing")
+    client = tracking._client()
+    name = tracking.registered_name("seqlab-gate-missing", "gru")
+    holder = _version(client, name, "A", 2.0)
+    assert tracking.promote(name, holder)["promoted"]
+    with tracking.model_run("seqlab-gate-missing", "gru", "train", "A") as run:
+        pass
+    mv = client.create_model_version(name, source="file:///nonexistent", run_id=run.info.run_id,
+                                     tags={tracking.DATA_HASH_TAG: "A"})
+    tracking.set_version_metrics(name, mv.version, {"test_bpc": 1.0})
+    assert tracking.holds_version(name, mv.version, run.info.run_id)
+    assert not tracking.holds_version(name, mv.version, "another-run")      # same number, other store's run
+    assert not tracking.holds_version(name, "99", run.info.run_id)
+    assert not tracking.holds_version("seqlab-no-such-model", "1", run.info.run_id)
+
+    for version, run_id in (("99", None), (str(mv.version), "another-run")):
+        r = tracking.promote(name, version, run_id=run_id)
+        assert not r["promoted"] and not r["is_champion"], r
+        assert "is not in the tracking store" in r["reason"] and r["holder_version"] == holder
+    r = tracking.promote(name, str(mv.version), run_id=run.info.run_id)
+    assert r["promoted"] and r["holder_version"] == holder
+
+
 def test_model_run_tags_resume_and_history(store):
     import mlflow
     with tracking.model_run("seqlab-runs", "gru", "train", "hash1") as run:

@@ -1,0 +1,50 @@
+"""Registering a trained network in MLflow: the Keras model plus its text-generator pyfunc.
+
+The train stage registers what it trained. DVC can also bring a trained network back without
+training it (its run cache, ``dvc checkout``, ``dvc pull``), and the tracking store in use may then
+never have seen it: a deleted ``mlflow.db``, a new tracking server, another machine. The evaluate
+stage calls :func:`ensure_registered`, which registers such a network again, in a new run that
+says where it came from, so that evaluation, the registry tags and the promotion gate always
+refer to a version that exists.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import serving, tracking
+
+RESTORED_TAG = "registered_from_dvc_cache"
+
+
+def register_network(folder: Path, model, model_cfg: dict, vocab_path: Path, name: str, data_hash: str,
+                     generate) -> str:
+    """Log ``model`` and its generator (``folder``, a ``save_network`` folder) to the active run,
+    register the Keras model as a new version of ``name``; returns the version."""
+    version = tracking.log_keras_model(model, vocab_path, name, data_hash)
+    serving.log_generator(folder, vocab_path, model_cfg,
+                          defaults={"max_tokens": generate.max_tokens, "temperature": generate.temperature,
+                                    "top_k": generate.top_k, "top_p": generate.top_p})
+    return version
+
+
+def ensure_registered(experiment: str, arch: str, summary: dict, folder: Path, model, model_cfg: dict,
+                      vocab_path: Path, data_hash: str, generate) -> dict:
+    """The training run and registered version of the network in ``folder``, registering it if needed.
+
+    ``summary`` is the folder's ``run.json`` as the train stage wrote it. When the store holds
+    ``summary``'s version and that version came from ``summary``'s run, returns them unchanged
+    (``restored`` false). Otherwise it opens a new run named ``arch``, tagged
+    :data:`RESTORED_TAG` with the original run id, logs the training numbers of ``summary`` and
+    registers the network as a new version. Returns ``{"run_id", "version", "restored"}``.
+    """
+    name = summary["registered_model"]
+    if tracking.holds_version(name, summary["version"], summary["run_id"]):
+        return {"run_id": summary["run_id"], "version": str(summary["version"]), "restored": False}
+    with tracking.model_run(experiment, arch, "train", data_hash) as run:
+        import mlflow
+        mlflow.set_tag(RESTORED_TAG, summary["run_id"])
+        mlflow.log_metrics({k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")})
+        version = register_network(folder, model, model_cfg, vocab_path, name, data_hash, generate)
+    print(f"{arch}: the tracking store has no version {summary['version']} of {name} from run {summary['run_id']} "
+          f"(the network came from DVC's cache); registered it as version {version}, run {run.info.run_id}")
+    return {"run_id": run.info.run_id, "version": version, "restored": True}
