@@ -73,6 +73,7 @@ class ModelParams:
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     dropout: float = field(default=0.0, metadata=_spec(ge=0, lt=1))
     embed_init: str = field(default="normal", metadata=_spec(choices=("default", "normal")))
+    recurrent_init: str = field(default="default", metadata=_spec(choices=("default", "uniform")))
     tie_embeddings: bool = False
     train: dict = field(default_factory=dict)  # overrides of the `train` section for this model
 
@@ -220,6 +221,9 @@ def _cross_checks(p: Params) -> None:
             raise SeqlabError(f"params: models.{arch}.units: {m.units} is not divisible by heads={m.heads}")
         if m.family == "conv" and (not m.dilations or any(d < 1 for d in m.dilations)):
             raise SeqlabError(f"params: models.{arch}.dilations: expected a non-empty list of integers >= 1")
+        if m.recurrent_init != "default" and m.family not in ("rnn", "lstm", "gru"):
+            raise SeqlabError(f"params: models.{arch}.recurrent_init: {m.recurrent_init!r} applies to the rnn, "
+                              f"lstm and gru families only, not {m.family!r}; remove it")
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:

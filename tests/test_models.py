@@ -92,6 +92,23 @@ def test_embedding_init(family):
         assert lo < table.std() < hi, (family, init, table.std())
 
 
+@pytest.mark.parametrize("family", ["rnn", "lstm", "gru"])
+def test_uniform_recurrent_init_is_pytorchs(family):
+    units = 400
+    bound = 1 / np.sqrt(units)
+    model = build_model(tiny_cfg(family, units=units, layers=2, recurrent_init="uniform"), VOCAB, MAX_LEN)
+    weights = [model.get_layer(f"rnn_{i}").cell for i in range(2)]
+    arrays = [np.asarray(w) for cell in weights for w in cell.weights] + \
+             [np.asarray(w) for w in model.get_layer("logits").weights]
+    for a in arrays:   # every recurrent weight and bias, the output kernel and bias: U(-1/sqrt(units), ...)
+        assert np.abs(a).max() <= bound and a.std() > 0.7 * bound / np.sqrt(3), a.shape
+    assert len({a.tobytes() for a in arrays}) == len(arrays)      # independent draws
+    default = build_model(tiny_cfg(family, units=units, layers=2), VOCAB, MAX_LEN)
+    if family == "lstm":                                           # Keras's forget-gate bias of 1 is gone
+        assert np.allclose(np.asarray(default.get_layer("rnn_0").cell.bias)[units:2 * units], 1.0)
+        assert np.abs(np.asarray(weights[0].bias)[units:2 * units]).max() <= bound
+
+
 def test_conv_dilations_and_receptive_field():
     cfg = tiny_cfg("conv", kernel_size=2, dilations=[1, 2, 4, 8, 1, 2, 4, 8], layers=2)
     assert conv_dilations(cfg) == [1, 2, 4, 8, 1, 2, 4, 8]      # layers is ignored for conv

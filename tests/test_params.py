@@ -27,6 +27,8 @@ def test_repo_params_load():
     ({"models": {"x": {"family": "transformer", "units": 10, "heads": 4}}}, "not divisible by heads"),
     ({"models": {"x": {"train": {"batch_size": -2}}}}, "models.x.train.batch_size: expected a value >= 1"),
     ({"models": {"x": {"dilations": ["a"]}}}, "models.x.dilations[0]: expected an integer"),
+    ({"models": {"x": {"recurrent_init": "torch"}}}, "models.x.recurrent_init: expected one of"),
+    ({"models": {"x": {"family": "conv", "recurrent_init": "uniform"}}}, "applies to the rnn, lstm and gru"),
     ({"models": []}, "models: expected a mapping"),
     ([1, 2], "expected a mapping"),
 ])

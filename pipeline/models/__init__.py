@@ -15,7 +15,8 @@ Families (``cfg.family``):
     T <= max_len.
 
 ``cfg.embed_init`` "normal" draws embeddings from N(0, 1) (torch.nn.Embedding), "default"
-keeps Keras's uniform(-0.05, 0.05).
+keeps Keras's uniform(-0.05, 0.05). ``cfg.recurrent_init`` "uniform" gives the recurrent families
+PyTorch's initialisation instead of Keras's (``recurrent.recurrent_initializers``).
 
 ``make_stepper(model, cfg)`` returns a Stepper for incremental decoding / stateful scoring
 (see pipeline.models.base.Stepper) sharing the model's weights.
@@ -38,6 +39,14 @@ __all__ = ["FAMILIES", "Stepper", "build_model", "count_parameters", "make_stepp
            "TokenEmbedding", "PositionEmbedding", "DecoderBlock", "GatedResidualBlock"]
 
 
+_RECURRENT = ("rnn", "lstm", "gru")
+
+
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+
+
 def build_model(cfg, vocab_size: int, max_len: int) -> keras.Model:
     """Functional keras.Model: int32 ids (B, T) -> float32 logits (B, T, vocab_size).
 
@@ -45,14 +54,12 @@ def build_model(cfg, vocab_size: int, max_len: int) -> keras.Model:
     positions, so its T must be <= max_len). Under a mixed-precision global policy the body
     computes in low precision while the logits stay float32.
     """
-    family = cfg.family
-    if family in ("rnn", "lstm", "gru"):
+    _check_family(cfg.family)
+    if cfg.family in _RECURRENT:
         return build_recurrent(cfg, vocab_size)
-    if family == "conv":
+    if cfg.family == "conv":
         return build_conv(cfg, vocab_size)
-    if family == "transformer":
-        return build_transformer(cfg, vocab_size, max_len)
-    raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+    return build_transformer(cfg, vocab_size, max_len)
 
 
 def count_parameters(model) -> int:
@@ -67,11 +74,6 @@ def make_stepper(model, cfg) -> Stepper:
     inputs, so it continues a stream exactly and forever; its receptive field is
     ``stepper.receptive_field``), max_len for the transformer (key/value cache).
     """
-    family = cfg.family
-    if family in ("rnn", "lstm", "gru"):
-        return RecurrentStepper(model, cfg)
-    if family == "conv":
-        return ConvStepper(model, cfg)
-    if family == "transformer":
-        return TransformerStepper(model, cfg)
-    raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+    _check_family(cfg.family)
+    stepper = {"conv": ConvStepper, "transformer": TransformerStepper}.get(cfg.family, RecurrentStepper)
+    return stepper(model, cfg)

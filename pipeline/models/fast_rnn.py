@@ -234,14 +234,11 @@ class _HoistedRNN:
     Subclasses define ``_cudnn_would_run``, ``_input_bias``, ``_make_step`` (one step of the
     recurrence on a projected input, differentiated by the backend) and ``_custom_ok`` /
     ``_custom_sequence`` (the whole recurrence with the hand-written backward pass).
-    ``fast_path_traces`` counts the calls (traces, under tf.function) that took the fast path.
     """
 
     #: the hand-written backward pass where it applies (static T, tanh/sigmoid, GRU reset_after,
     #: not go_backwards/unroll); False: the backend differentiates the forward loop
     custom_backward = True
-
-    fast_path_traces = 0
 
     def _custom_ok(self) -> bool:
         return False
@@ -280,7 +277,6 @@ class _HoistedRNN:
             mask = mask[0] if mask else None
         if self._use_stock(mask, training):
             return super().inner_loop(sequences, initial_state, mask=mask, training=training)
-        type(self).fast_path_traces += 1
         if not isinstance(initial_state, (list, tuple)):
             initial_state = [initial_state]
         steps = sequences.shape[1]
@@ -312,9 +308,6 @@ class _HoistedRNN:
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FastLSTM(_HoistedRNN, keras.layers.LSTM):
     """keras.layers.LSTM with the input projection hoisted out of the time loop (see module)."""
-
-    fast_path_traces = 0
-
     def _cudnn_would_run(self):
         return _cudnn_ok(self)
 
@@ -345,9 +338,6 @@ class FastLSTM(_HoistedRNN, keras.layers.LSTM):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FastGRU(_HoistedRNN, keras.layers.GRU):
     """keras.layers.GRU (either reset_after) with the input projection hoisted (see module)."""
-
-    fast_path_traces = 0
-
     def _cudnn_would_run(self):
         return _cudnn_ok(self, reset_after=self.cell.reset_after)
 
@@ -417,9 +407,6 @@ class FastGRU(_HoistedRNN, keras.layers.GRU):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FastSimpleRNN(_HoistedRNN, keras.layers.SimpleRNN):
     """keras.layers.SimpleRNN with the input projection hoisted (see module). No cuDNN path."""
-
-    fast_path_traces = 0
-
     def _use_stock(self, mask, training):
         return mask is not None or bool(self.recurrent_dropout)
 
