@@ -17,7 +17,8 @@ import yaml
 
 from pipeline.errors import SeqlabError
 
-FAMILIES = ("rnn", "lstm", "gru", "conv", "transformer")
+RECURRENT_FAMILIES = ("rnn", "lstm", "gru")
+FAMILIES = RECURRENT_FAMILIES + ("conv", "transformer")
 TOKENIZERS = ("char", "word", "wordpiece")
 
 
@@ -221,7 +222,7 @@ def _cross_checks(p: Params) -> None:
             raise SeqlabError(f"params: models.{arch}.units: {m.units} is not divisible by heads={m.heads}")
         if m.family == "conv" and (not m.dilations or any(d < 1 for d in m.dilations)):
             raise SeqlabError(f"params: models.{arch}.dilations: expected a non-empty list of integers >= 1")
-        if m.recurrent_init != "default" and m.family not in ("rnn", "lstm", "gru"):
+        if m.recurrent_init != "default" and m.family not in RECURRENT_FAMILIES:
             raise SeqlabError(f"params: models.{arch}.recurrent_init: {m.recurrent_init!r} applies to the rnn, "
                               f"lstm and gru families only, not {m.family!r}; remove it")
 

@@ -32,14 +32,14 @@ def ensure_registered(experiment: str, arch: str, summary: dict, folder: Path, m
     """The training run and registered version of the network in ``folder``, registering it if needed.
 
     ``summary`` is the folder's ``run.json`` as the train stage wrote it. When the store holds
-    ``summary``'s version and that version came from ``summary``'s run, returns them unchanged
-    (``restored`` false). Otherwise it opens a new run named ``arch``, tagged
+    ``summary``'s version and that version came from ``summary``'s run, returns them unchanged.
+    Otherwise it opens a new run named ``arch``, tagged
     :data:`RESTORED_TAG` with the original run id, logs the training numbers of ``summary`` and
-    registers the network as a new version. Returns ``{"run_id", "version", "restored"}``.
+    registers the network as a new version. Returns ``{"run_id", "version"}``.
     """
     name = summary["registered_model"]
     if tracking.holds_version(name, summary["version"], summary["run_id"]):
-        return {"run_id": summary["run_id"], "version": str(summary["version"]), "restored": False}
+        return {"run_id": summary["run_id"], "version": str(summary["version"])}
     with tracking.model_run(experiment, arch, "train", data_hash) as run:
         import mlflow
         mlflow.set_tag(RESTORED_TAG, summary["run_id"])
@@ -47,4 +47,4 @@ def ensure_registered(experiment: str, arch: str, summary: dict, folder: Path, m
         version = register_network(folder, model, model_cfg, vocab_path, name, data_hash, generate)
     print(f"{arch}: the tracking store has no version {summary['version']} of {name} from run {summary['run_id']} "
           f"(the network came from DVC's cache); registered it as version {version}, run {run.info.run_id}")
-    return {"run_id": run.info.run_id, "version": version, "restored": True}
+    return {"run_id": run.info.run_id, "version": version}

@@ -417,19 +417,24 @@ def set_version_metrics(registered_name: str, version: str, metrics: dict) -> No
         client.set_model_version_tag(registered_name, str(version), key, repr(float(value)))
 
 
-def holds_version(registered_name: str, version: str, run_id: str) -> bool:
-    """Whether the store has ``version`` of ``registered_name``, logged by run ``run_id``.
+def _find_version(client, registered_name: str, version: str, run_id: str | None):
+    """The store's ``version`` of ``registered_name`` (logged by run ``run_id`` when given), or None.
 
-    False as well when the version exists but came from another run: a new store numbers its
-    versions from 1 again, so a version number alone does not identify a model.
+    A new store numbers its versions from 1 again, so a version number alone does not identify a
+    model: with ``run_id``, a version another run logged counts as missing.
     """
     from mlflow.exceptions import MlflowException
 
     try:
-        found = _client().get_model_version(registered_name, str(version))
+        found = client.get_model_version(registered_name, str(version))
     except MlflowException:
-        return False
-    return found.run_id == run_id
+        return None
+    return found if run_id is None or found.run_id == run_id else None
+
+
+def holds_version(registered_name: str, version: str, run_id: str) -> bool:
+    """Whether the store has ``version`` of ``registered_name``, logged by run ``run_id``."""
+    return _find_version(_client(), registered_name, version, run_id) is not None
 
 
 def _metric_tag(tags: dict, metric: str) -> float | None:
@@ -474,11 +479,8 @@ def promote(registered_name: str, version: str, metric: str = "test_bpc",
         holder = None
     holder_version = str(holder.version) if holder is not None else None
     holder_metric = _metric_tag(holder.tags, metric) if holder is not None else None
-    try:
-        candidate = client.get_model_version(registered_name, version)
-    except MlflowException:  # e.g. metrics written against another tracking store
-        candidate = None
-    if candidate is None or (run_id is not None and candidate.run_id != run_id):
+    candidate = _find_version(client, registered_name, version, run_id)
+    if candidate is None:  # e.g. metrics written against another tracking store
         return {"promoted": False, "reason": f"version {version} of {registered_name} is not in the tracking "
                 f"store {tracking_uri()}" + (f" from run {run_id}" if run_id else "") + ": re-run its evaluate "
                 "stage to register it",

@@ -16,7 +16,7 @@ Families (``cfg.family``):
 
 ``cfg.embed_init`` "normal" draws embeddings from N(0, 1) (torch.nn.Embedding), "default"
 keeps Keras's uniform(-0.05, 0.05). ``cfg.recurrent_init`` "uniform" gives the recurrent families
-PyTorch's initialisation instead of Keras's (``recurrent.recurrent_initializers``).
+PyTorch's initialisation instead of Keras's (``recurrent.recurrent_layer_initializers``).
 
 ``make_stepper(model, cfg)`` returns a Stepper for incremental decoding / stateful scoring
 (see pipeline.models.base.Stepper) sharing the model's weights.
@@ -25,21 +25,19 @@ from __future__ import annotations
 
 import keras
 
+from pipeline.params import FAMILIES, RECURRENT_FAMILIES
+
 from .base import Stepper
 from .conv import ConvStepper, build_conv, conv_dilations, receptive_field
 from .layers import DecoderBlock, GatedResidualBlock, PositionEmbedding, TokenEmbedding
 from .recurrent import RecurrentStepper, build_recurrent
 from .transformer import KVState, TransformerStepper, build_transformer
 
-FAMILIES = ("rnn", "lstm", "gru", "conv", "transformer")
 
 __all__ = ["FAMILIES", "Stepper", "build_model", "count_parameters", "make_stepper",
            "receptive_field", "conv_dilations", "KVState",
            "RecurrentStepper", "ConvStepper", "TransformerStepper",
            "TokenEmbedding", "PositionEmbedding", "DecoderBlock", "GatedResidualBlock"]
-
-
-_RECURRENT = ("rnn", "lstm", "gru")
 
 
 def _check_family(family: str) -> None:
@@ -55,7 +53,7 @@ def build_model(cfg, vocab_size: int, max_len: int) -> keras.Model:
     computes in low precision while the logits stay float32.
     """
     _check_family(cfg.family)
-    if cfg.family in _RECURRENT:
+    if cfg.family in RECURRENT_FAMILIES:
         return build_recurrent(cfg, vocab_size)
     if cfg.family == "conv":
         return build_conv(cfg, vocab_size)

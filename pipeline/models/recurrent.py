@@ -23,8 +23,17 @@ def _uniform(bound: float):
     return keras.initializers.RandomUniform(-bound, bound)
 
 
-def recurrent_initializers(cfg) -> tuple[dict, dict]:
-    """Initialiser arguments of the recurrent layers and of the output Dense, by ``cfg.recurrent_init``.
+def _uniform_bound(cfg) -> float | None:
+    """1/sqrt(units) for ``recurrent_init: uniform``, None for Keras's initialisers."""
+    if cfg.recurrent_init == "default":
+        return None
+    if cfg.recurrent_init != "uniform":
+        raise ValueError(f"unknown recurrent_init {cfg.recurrent_init!r}; expected 'default' or 'uniform'")
+    return 1.0 / float(np.sqrt(cfg.units))
+
+
+def recurrent_layer_initializers(cfg) -> dict:
+    """Initialiser arguments of one recurrent layer, by ``cfg.recurrent_init`` (new objects each call).
 
     "default": Keras's (Glorot-uniform input kernels, orthogonal recurrent kernels, zero biases,
     the LSTM's forget-gate bias at 1; Glorot-uniform output layer). "uniform": PyTorch's
@@ -32,16 +41,20 @@ def recurrent_initializers(cfg) -> tuple[dict, dict]:
     no forget-gate bias; ``nn.Linear``: U(-1/sqrt(fan_in), 1/sqrt(fan_in))). On the reference
     LSTM (512 x2, Tiny Shakespeare) "uniform" learns faster per step (README, ``lstm-5min``).
     """
-    if cfg.recurrent_init == "default":
-        return {}, {}
-    if cfg.recurrent_init != "uniform":
-        raise ValueError(f"unknown recurrent_init {cfg.recurrent_init!r}; expected 'default' or 'uniform'")
-    bound = 1.0 / float(np.sqrt(cfg.units))
+    bound = _uniform_bound(cfg)
+    if bound is None:
+        return {}
     rnn = {"kernel_initializer": _uniform(bound), "recurrent_initializer": _uniform(bound),
            "bias_initializer": _uniform(bound)}
     if cfg.family == "lstm":
         rnn["unit_forget_bias"] = False
-    return rnn, {"kernel_initializer": _uniform(bound), "bias_initializer": _uniform(bound)}
+    return rnn
+
+
+def output_initializers(cfg) -> dict:
+    """Initialiser arguments of the output Dense (fan_in = units), by ``cfg.recurrent_init``."""
+    bound = _uniform_bound(cfg)
+    return {} if bound is None else {"kernel_initializer": _uniform(bound), "bias_initializer": _uniform(bound)}
 
 
 def build_recurrent(cfg, vocab_size: int) -> keras.Model:
@@ -49,7 +62,7 @@ def build_recurrent(cfg, vocab_size: int) -> keras.Model:
 
     Layer names: "embedding", "rnn_{i}", "dropout_{i}", "logits". The RNN layers are built with
     return_state=True so that the stepper can reuse them with explicit initial/final states;
-    initialisers follow ``cfg.recurrent_init`` (:func:`recurrent_initializers`); everything else
+    initialisers follow ``cfg.recurrent_init`` (:func:`recurrent_layer_initializers`, :func:`output_initializers`); everything else
     is left at the defaults that keep the layers cuDNN-eligible
     (tanh/sigmoid, recurrent_dropout=0, unroll=False, use_bias=True, GRU reset_after=True).
     The layers are ``fast_rnn.FastSimpleRNN/FastLSTM/FastGRU``: the stock Keras weights and
@@ -64,11 +77,11 @@ def build_recurrent(cfg, vocab_size: int) -> keras.Model:
                                embeddings_initializer=embedding_initializer(cfg.embed_init),
                                name="embedding")(ids)
     for i in range(cfg.layers):
-        rnn_init, _ = recurrent_initializers(cfg)   # new initialiser objects for every layer
-        x = cls(cfg.units, return_sequences=True, return_state=True, name=f"rnn_{i}", **rnn_init)(x)[0]
+        x = cls(cfg.units, return_sequences=True, return_state=True, name=f"rnn_{i}",
+                **recurrent_layer_initializers(cfg))(x)[0]
         if cfg.dropout > 0:
             x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
-    logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits", **recurrent_initializers(cfg)[1])(x)
+    logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits", **output_initializers(cfg))(x)
     return keras.Model(ids, logits, name=f"{cfg.family}_lm")
 
 
