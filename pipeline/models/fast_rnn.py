@@ -79,6 +79,28 @@ def _upstream(args, upstream, like):
     return [ops.zeros_like(y) if g is None else g for g, y in zip(grads, like)]
 
 
+def _lstm_cell(z, c, act, rec_act):
+    """One LSTM step from its pre-activations z = x W + h U + b (B, 4U), gates in Keras' order
+    (input, forget, cell, output): the new h and c and the four gate activations."""
+    i, f, g, o = ops.split(z, 4, axis=-1)
+    i, f, g, o = rec_act(i), rec_act(f), act(g), rec_act(o)
+    c = f * c + i * g
+    return o * act(c), c, (i, f, g, o)
+
+
+def _gru_cell(x_t, m, h, bias_h, act, rec_act):
+    """One reset_after GRU step from the projected input x_t (B, 3U) (input bias and the update/reset
+    part of the recurrent bias folded in) and m = h U (B, 3U): the new h, the update/reset
+    activations zr (B, 2U), the candidate hh and m_h, the candidate's recurrent term the reset gate
+    scales (bias_h included; None: no bias)."""
+    n = m.shape[-1] // 3
+    zr = rec_act(x_t[:, :2 * n] + m[:, :2 * n])
+    z, r = zr[:, :n], zr[:, n:]
+    m_h = m[:, 2 * n:] if bias_h is None else m[:, 2 * n:] + bias_h
+    hh = act(x_t[:, 2 * n:] + r * m_h)
+    return hh + z * (h - hh), zr, hh, m_h
+
+
 def _lstm_sequence(xz, h0, c0, u):
     """hs (T, B, U), [h_T, c_T] of the LSTM recurrence over the projected inputs xz (T, B, 4U).
 
@@ -93,14 +115,8 @@ def _lstm_sequence(xz, h0, c0, u):
     def seq(xz, h0, c0, u):
         def fstep(x_t, states):
             h, c = states
-            z = x_t + ops.matmul(h, u)
-            n = z.shape[-1] // 4
-            i = ops.sigmoid(z[:, :2 * n])
-            g = ops.tanh(z[:, 2 * n:3 * n])
-            o = ops.sigmoid(z[:, 3 * n:])
-            c = i[:, n:] * c + i[:, :n] * g
-            h = o * ops.tanh(c)
-            return (h, c, ops.concatenate([i, g, o], axis=-1)), [h, c]
+            h, c, gates = _lstm_cell(x_t + ops.matmul(h, u), c, ops.tanh, ops.sigmoid)
+            return (h, c, ops.concatenate(gates, axis=-1)), [h, c]
 
         _, (hs, cs, acts), (h_t, c_t) = rnn(fstep, xz, [h0, c0], input_length=steps, time_major=True)
 
@@ -153,13 +169,7 @@ def _gru_sequence(xz, h0, u, bias_h):
     def seq(xz, h0, u, bias_h):
         def fstep(x_t, states):
             (h,) = states
-            m = ops.matmul(h, u)
-            n = m.shape[-1] // 3
-            zr = ops.sigmoid(x_t[:, :2 * n] + m[:, :2 * n])
-            z, r = zr[:, :n], zr[:, n:]
-            m_h = m[:, 2 * n:] + bias_h
-            hh = ops.tanh(x_t[:, 2 * n:] + r * m_h)
-            h = hh + z * (h - hh)
+            h, zr, hh, m_h = _gru_cell(x_t, ops.matmul(h, u), h, bias_h, ops.tanh, ops.sigmoid)
             return (h, ops.concatenate([zr, hh], axis=-1), m_h), [h]
 
         _, (hs, acts, m_hs), (h_t,) = rnn(fstep, xz, [h0], input_length=steps, time_major=True)
@@ -319,10 +329,7 @@ class FastLSTM(_HoistedRNN, keras.layers.LSTM):
 
         def step(carry, x_t):
             h, c = carry
-            z = x_t + ops.matmul(h, recurrent_kernel)
-            i, f, g, o = ops.split(z, 4, axis=-1)
-            c = rec_act(f) * c + rec_act(i) * act(g)
-            h = rec_act(o) * act(c)
+            h, c, _ = _lstm_cell(x_t + ops.matmul(h, recurrent_kernel), c, act, rec_act)
             return h, c
 
         return step
@@ -363,33 +370,28 @@ class FastGRU(_HoistedRNN, keras.layers.GRU):
         return (cell.reset_after and _is(cell.activation, "tanh")
                 and _is(cell.recurrent_activation, "sigmoid"))
 
-    def _custom_sequence(self, xz, initial_state, recurrent_kernel):
+    def _candidate_bias(self):
+        """reset_after: the recurrent bias of the candidate, which the reset gate scales; None
+        without biases."""
         _, recurrent_bias = self._biases()
-        units = self.cell.units
-        bias_h = (ops.zeros((units,), dtype=xz.dtype) if recurrent_bias is None
-                  else recurrent_bias[2 * units:])
+        return None if recurrent_bias is None else recurrent_bias[2 * self.cell.units:]
+
+    def _custom_sequence(self, xz, initial_state, recurrent_kernel):
+        bias_h = self._candidate_bias()
+        if bias_h is None:
+            bias_h = ops.zeros((self.cell.units,), dtype=xz.dtype)
         return _gru_sequence(xz, initial_state[0], recurrent_kernel, bias_h)
 
     def _make_step(self, recurrent_kernel):
         cell = self.cell
         act, rec_act, units = cell.activation, cell.recurrent_activation, cell.units
-        _, recurrent_bias = self._biases()
 
         if cell.reset_after:
-            bias_h = None if recurrent_bias is None else recurrent_bias[2 * units:]
+            bias_h = self._candidate_bias()
 
             def step(carry, x_t):
                 (h,) = carry
-                m = ops.matmul(h, recurrent_kernel)
-                x_zr, x_h = x_t[:, :2 * units], x_t[:, 2 * units:]
-                zr = rec_act(x_zr + m[:, :2 * units])
-                z, r = zr[:, :units], zr[:, units:]
-                m_h = m[:, 2 * units:]
-                if bias_h is not None:
-                    m_h = m_h + bias_h
-                hh = act(x_h + r * m_h)
-                h = z * h + (1.0 - z) * hh
-                return (h,)
+                return (_gru_cell(x_t, ops.matmul(h, recurrent_kernel), h, bias_h, act, rec_act)[0],)
         else:
             u_zr, u_h = recurrent_kernel[:, :2 * units], recurrent_kernel[:, 2 * units:]
 
