@@ -6,7 +6,6 @@ model saved with ``model.save(path)`` loads with ``keras.models.load_model(path)
 """
 from __future__ import annotations
 
-import math
 
 import keras
 from keras import ops
@@ -123,13 +122,13 @@ def cached_causal_mask(past_len, slots, length):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class CachedAttentionMask(keras.layers.Layer):
     """``layer(ids, past_len, cache)`` -> (B, 1, T, S+T) attention mask for KV-cached decoding,
-    with S = cache.shape[3] slots (cache (B, 2L, H, S, Dh)); built once, shared by all blocks."""
+    with S = cache.shape[2] slots (cache (B, 2L, S, H, Dh)); built once, shared by all blocks."""
 
     def call(self, ids, past_len, cache):
-        return cached_causal_mask(past_len, ops.shape(cache)[3], ops.shape(ids)[1])
+        return cached_causal_mask(past_len, ops.shape(cache)[2], ops.shape(ids)[1])
 
     def compute_output_spec(self, ids, past_len, cache):
-        slots = None if ids.shape[1] is None or cache.shape[3] is None else ids.shape[1] + cache.shape[3]
+        slots = None if ids.shape[1] is None or cache.shape[2] is None else ids.shape[1] + cache.shape[2]
         return keras.KerasTensor((ids.shape[0], 1, ids.shape[1], slots), dtype="bool")
 
 
@@ -137,12 +136,18 @@ class CachedAttentionMask(keras.layers.Layer):
 class DecoderBlock(keras.layers.Layer):
     """Pre-LN causal self-attention + GELU feed-forward block.
 
+    Attention is ``keras.ops.dot_product_attention``, so that every backend runs its own kernel
+    for it (PyTorch's scaled_dot_product_attention; on a GPU, JAX's cuDNN attention where dtype
+    and shapes allow it; TensorFlow: XLA einsums). It has no dropout on the attention weights:
+    ``dropout`` applies to the attention output and the feed-forward output (the residual
+    branches).
+
     Always returns ``(y, k_new, v_new)``: y (B, T, D) and the float32 keys/values
-    (B, H, T, Dh) of the T input positions (a Keras layer shared by two functional models must
+    (B, T, H, Dh) of the T input positions (a Keras layer shared by two functional models must
     return the same structure every time; the training model ignores k_new/v_new).
     ``block(x)`` is the plain causal forward over (B, T, D).
     ``block(x, past_k=K, past_v=V, past_len=n)`` continues a sequence held in a key/value cache:
-    K, V are (B, H, S, Dh) (any S >= n; slots >= n are ignored), n is (B,) int32 (all equal);
+    K, V are (B, S, H, Dh) (any S >= n; slots >= n are ignored), n is (B,) int32 (all equal);
     the caller writes k_new/v_new into its cache at n..n+T-1. ``attn_mask`` (B, 1, T, S+T) bool
     may be passed to skip building the mask in every block (see CachedAttentionMask).
     """
@@ -173,33 +178,24 @@ class DecoderBlock(keras.layers.Layer):
         self.built = True
 
     def _heads(self, t, length):
-        # (B, T, D) -> (B, H, T, Dh)
-        t = ops.reshape(t, (-1, length, self.heads, self.head_dim))
-        return ops.transpose(t, (0, 2, 1, 3))
+        # (B, T, D) -> (B, T, H, Dh), the layout of keras.ops.dot_product_attention
+        return ops.reshape(t, (-1, length, self.heads, self.head_dim))
 
     def call(self, x, past_k=None, past_v=None, past_len=None, attn_mask=None, training=None):
         length = ops.shape(x)[1]
         h = self.ln1(x)
-        q, k, v = ops.split(self.qkv(h), 3, axis=-1)
-        q, k, v = self._heads(q, length), self._heads(k, length), self._heads(v, length)
-        if past_k is None:
-            keys, values = k, v
-            mask = causal_mask(length)[None, None] if attn_mask is None else attn_mask
+        q, k, v = (self._heads(t, length) for t in ops.split(self.qkv(h), 3, axis=-1))
+        if past_k is None and attn_mask is None:
+            att = ops.dot_product_attention(q, k, v, is_causal=True)
         else:
-            keys = ops.concatenate([ops.cast(past_k, k.dtype), k], axis=2)
-            values = ops.concatenate([ops.cast(past_v, v.dtype), v], axis=2)
-            mask = attn_mask
-            if mask is None:
-                mask = cached_causal_mask(past_len, ops.shape(past_k)[2], length)
-        scores = ops.einsum("bhtd,bhsd->bhts", q, keys)
-        scores = ops.cast(scores, "float32") * (1.0 / math.sqrt(self.head_dim))
-        scores = ops.where(mask, scores, ops.full_like(scores, -1e9))
-        weights = ops.cast(ops.softmax(scores, axis=-1), values.dtype)
-        if self.drop is not None:
-            weights = self.drop(weights, training=training)
-        att = ops.einsum("bhts,bhsd->bhtd", weights, values)
-        att = ops.reshape(ops.transpose(att, (0, 2, 1, 3)), (-1, length, self.units))
-        att = self.attn_out(att)
+            keys, values, mask = k, v, attn_mask
+            if past_k is not None:
+                keys = ops.concatenate([ops.cast(past_k, k.dtype), k], axis=1)
+                values = ops.concatenate([ops.cast(past_v, v.dtype), v], axis=1)
+                if mask is None:
+                    mask = cached_causal_mask(past_len, ops.shape(past_k)[1], length)
+            att = ops.dot_product_attention(q, keys, values, mask=mask)
+        att = self.attn_out(ops.reshape(att, (-1, length, self.units)))
         if self.drop is not None:
             att = self.drop(att, training=training)
         x = x + att
@@ -212,7 +208,7 @@ class DecoderBlock(keras.layers.Layer):
     def compute_output_spec(self, x, past_k=None, past_v=None, past_len=None, attn_mask=None,
                             training=None):
         y = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
-        kv = keras.KerasTensor((x.shape[0], self.heads, x.shape[1], self.head_dim), dtype="float32")
+        kv = keras.KerasTensor((x.shape[0], x.shape[1], self.heads, self.head_dim), dtype="float32")
         return y, kv, keras.KerasTensor(kv.shape, dtype="float32")
 
     def get_config(self):

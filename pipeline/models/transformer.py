@@ -63,7 +63,7 @@ def _bucket(n: int, cap: int) -> int:
 
 
 class _KVBuffer:
-    """Host-side cache, (B, 2L, H, max_len, Dh) float32 (keys of layer i at 2i, values at
+    """Host-side cache, (B, 2L, max_len, H, Dh) float32 (keys of layer i at 2i, values at
     2i+1), and how far it was written. Several states may share one buffer; a state that is
     behind ``length`` (an older state being reused) copies its prefix before writing
     (copy-on-branch), so states behave as immutable values."""
@@ -85,8 +85,8 @@ class TransformerStepper(Stepper):
     ``max_context`` = max_len (learned positions); a call that would exceed it raises
     ValueError, and the caller must re-prefill a window with a fresh state.
 
-    The compiled step model takes (ids, past_len, cache[:, :, :, :S]) with S a power-of-two
-    bucket >= past_len, and returns (logits, new keys/values (B, 2L, H, T, Dh)), which are
+    The compiled step model takes (ids, past_len, cache[:, :, :S]) with S a power-of-two
+    bucket >= past_len, and returns (logits, new keys/values (B, 2L, T, H, Dh)), which are
     written into the host cache.
     """
 
@@ -99,7 +99,7 @@ class TransformerStepper(Stepper):
         tie = bool(getattr(cfg, "tie_embeddings", False))
         ids = keras.Input(shape=(None,), dtype="int32", name="ids")
         start = keras.Input(shape=(), dtype="int32", name="past_len")
-        cache = keras.Input(shape=(2 * self.num_layers, self.heads, None, self.head_dim), name="cache")
+        cache = keras.Input(shape=(2 * self.num_layers, None, self.heads, self.head_dim), name="cache")
         mask = CachedAttentionMask(name="cache_mask")(ids, start, cache)
         embedding = model.get_layer("embedding")
         x = embedding(ids)
@@ -119,7 +119,7 @@ class TransformerStepper(Stepper):
         return KVState(None, int(batch_size), 0)
 
     def _alloc(self, batch_size):
-        shape = (batch_size, 2 * self.num_layers, self.heads, self.max_context, self.head_dim)
+        shape = (batch_size, 2 * self.num_layers, self.max_context, self.heads, self.head_dim)
         return _KVBuffer(np.zeros(shape, np.float32), 0)
 
     def __call__(self, ids, state: KVState):
@@ -136,11 +136,11 @@ class TransformerStepper(Stepper):
             buf = self._alloc(batch)
         elif buf.length > n:               # an older state is reused: do not clobber the newer one
             fresh = self._alloc(batch)
-            fresh.array[:, :, :, :n] = buf.array[:, :, :, :n]
+            fresh.array[:, :, :n] = buf.array[:, :, :n]
             buf = fresh
         s = _bucket(n, self.max_context)
         logits, new_kv = self.step_model.predict_on_batch(
-            [ids, np.full((batch,), n, np.int32), buf.array[:, :, :, :s]])
-        buf.array[:, :, :, n:n + steps] = new_kv
+            [ids, np.full((batch,), n, np.int32), buf.array[:, :, :s]])
+        buf.array[:, :, n:n + steps] = new_kv
         buf.length = n + steps
         return np.asarray(logits, dtype=np.float32), KVState(buf, batch, n + steps)
