@@ -89,10 +89,12 @@ def _lstm_cell(z, c, act, rec_act):
 
 
 def _gru_cell(x_t, m, h, bias_h, act, rec_act):
-    """One reset_after GRU step from the projected input x_t (B, 3U) (input bias and the update/reset
-    part of the recurrent bias folded in) and m = h U (B, 3U): the new h, the update/reset
-    activations zr (B, 2U), the candidate hh and m_h, the candidate's recurrent term the reset gate
-    scales (bias_h included; None: no bias)."""
+    """One reset_after GRU step.
+
+    x_t (B, 3U) is the projected input, with the input bias and the update/reset part of the
+    recurrent bias folded in; m = h U (B, 3U); bias_h is the candidate's recurrent bias (None: no
+    bias). Returns the new h, the update/reset activations zr (B, 2U), the candidate hh, and m_h,
+    the candidate's recurrent term (bias included) that the reset gate scales."""
     n = m.shape[-1] // 3
     zr = rec_act(x_t[:, :2 * n] + m[:, :2 * n])
     z, r = zr[:, :n], zr[:, n:]

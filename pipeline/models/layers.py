@@ -6,7 +6,6 @@ model saved with ``model.save(path)`` loads with ``keras.models.load_model(path)
 """
 from __future__ import annotations
 
-
 import keras
 from keras import ops
 
