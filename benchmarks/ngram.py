@@ -1,4 +1,4 @@
-"""Benchmark the interpolated modified Kneser-Ney model (pipeline.ngram) against KenLM's reference numbers.
+"""Benchmark the interpolated modified Kneser-Ney model (pipeline.models.ngram) against KenLM's reference numbers.
 
 Word level (WikiText-2 protocol = KenLM's per-line protocol):
     python benchmarks/ngram.py --train T --valid V --test X --tokenizer word --order 5
@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from pipeline.ngram import KneserNeyLM
-    from pipeline.vocab_layout import BOS, BOS_ID, EOL, UNK, UNK_ID
+    from pipeline.models.ngram import KneserNeyLM
+    from pipeline.data.vocab_layout import BOS, BOS_ID, EOL, UNK, UNK_ID
 except ModuleNotFoundError:  # run as a script from anywhere: put the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pipeline.ngram import KneserNeyLM
-    from pipeline.vocab_layout import BOS, BOS_ID, EOL, UNK, UNK_ID
+    from pipeline.models.ngram import KneserNeyLM
+    from pipeline.data.vocab_layout import BOS, BOS_ID, EOL, UNK, UNK_ID
 
 
 def read_text(path: str) -> str:

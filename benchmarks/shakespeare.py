@@ -20,11 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.corpus import decode_utf8  # noqa: E402
-from pipeline.evaluation import network_logprobs, split_metrics, windowed_logprobs  # noqa: E402
-from pipeline.params import read_yaml  # noqa: E402
-from pipeline.presets import preset_params  # noqa: E402
-from pipeline.tokenizers import learn_tokenizer  # noqa: E402
+from pipeline.data.corpus import decode_utf8  # noqa: E402
+from pipeline.scoring.protocol import network_logprobs, split_metrics, windowed_logprobs  # noqa: E402
+from pipeline.config.params import read_yaml  # noqa: E402
+from pipeline.config.presets import preset_params  # noqa: E402
+from pipeline.data.tokenizers import learn_tokenizer  # noqa: E402
 
 
 def main() -> None:
@@ -46,8 +46,9 @@ def main() -> None:
     tok = learn_tokenizer("char", text[:cut], vocab_size=10_000)
     train_ids, valid_ids = tok.encode(text[:cut]), tok.encode(text[cut:])
 
-    from pipeline.models import build_model, make_stepper
-    from pipeline.training import train_model
+    from pipeline.models import build_model
+    from pipeline.models.network import Network
+    from pipeline.training.loop import train_model
 
     lines = []
     for arch in args.arch or params.models:
@@ -59,7 +60,7 @@ def main() -> None:
         (ckpt / "last.npz").unlink(missing_ok=True)
         model = result.model
         windowed = windowed_logprobs(model, valid_ids, t.seq_len, t.seq_len, params.eval.batch_size)
-        stream, protocol = network_logprobs(model, make_stepper(model, m), m.family, valid_ids, t.seq_len,
+        stream, protocol = network_logprobs(Network(model, m, t.seq_len, tok.vocab_size), valid_ids,
                                             params.eval.stride_fraction, params.eval.batch_size)
         stream_metrics = split_metrics(stream, len(text) - cut)
         row = {"preset": args.preset, "arch": arch, "family": m.family, "parameters": int(model.count_params()),

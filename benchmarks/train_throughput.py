@@ -1,9 +1,9 @@
 """Training throughput per model family: tokens/s, achieved GFLOP/s and the fraction of the matmul peak.
 
-FLOPs are counted from the model: every weight matrix of a layer that runs once per token costs
-2 FLOPs per weight forward (6 with the backward pass), which covers dense, recurrent and
-convolution kernels; the Transformer adds its attention, 12 * layers * width * context per token
-(nanoGPT's estimate_mfu). The peak is the faster of TensorFlow's two float32 4096x4096 matrix
+FLOPs per token come from the family (``Family.flops_per_token``): by default every weight matrix
+of a layer that runs once per token costs 2 FLOPs per weight forward (6 with the backward pass),
+which covers dense, recurrent and convolution kernels; the Transformer adds its attention,
+12 * layers * width * context per token (nanoGPT's estimate_mfu). The peak is the faster of TensorFlow's two float32 4096x4096 matrix
 products (with and without XLA), measured in the same run.
 
     python benchmarks/train_throughput.py --family transformer --layers 6 --heads 6 --width 192 --context 128 --batch 32
@@ -11,6 +11,7 @@ products (with and without XLA), measured in the same run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -21,9 +22,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-FAMILIES = ("rnn", "lstm", "gru", "conv", "transformer")
-
 
 def matmul_peak_gflops(n: int = 4096, repeats: int = 3) -> float:
     """Best float32 n x n x n matrix product rate, with and without XLA (TensorFlow's two CPU
@@ -43,22 +41,10 @@ def matmul_peak_gflops(n: int = 4096, repeats: int = 3) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def matmul_weights(model) -> int:
-    """Weights of kernels applied once per token: every >= 2-D variable except the embedding tables."""
-    tables = {id(v) for layer in model.layers if layer.name in ("embedding", "positions") for v in layer.weights}
-    return sum(int(np.prod(v.shape)) for v in model.trainable_variables if len(v.shape) >= 2 and id(v) not in tables)
-
-
-def train_flops_per_token(model, family: str, layers: int, width: int, context: int) -> float:
-    flops = 6.0 * matmul_weights(model)
-    if family == "transformer":
-        flops += 12.0 * layers * width * context
-    return flops
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--family", action="append", choices=FAMILIES, help="repeatable; default all five")
+    ap.add_argument("--family", action="append",
+                    help="a built-in family or module:Name, repeatable; default every built-in family")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--width", type=int, default=256, help="RNN units, conv channels or Transformer width")
@@ -72,17 +58,24 @@ def main() -> None:
     ap.add_argument("--out", help="also write the JSON lines to this file")
     args = ap.parse_args()
 
+    from pipeline.config.params import TrainParams
     from pipeline.models import build_model
-    from pipeline.params import ModelParams, TrainParams
-    from pipeline.training import train_model
+    from pipeline.models.registry import builtin_families, get_family
+    from pipeline.training.loop import train_model
 
     ids = np.random.default_rng(0).integers(2, args.vocab, 400_000).astype(np.int32)
     rows = []
-    for family in args.family or FAMILIES:
-        embed = args.embed or (args.width if family == "transformer" else 64)
-        m = ModelParams(family=family, embed_dim=embed, units=args.width, layers=args.layers, heads=args.heads,
-                        embed_init="default" if family == "transformer" else "normal",
-                        dilations=[1, 2, 4, 8, 16, 32, 64][: max(1, args.layers * 3)])
+    shape = {"embed_dim": args.embed or 64, "units": args.width, "layers": args.layers, "heads": args.heads,
+             "dilations": [1, 2, 4, 8, 16, 32, 64][: max(1, args.layers * 3)]}
+    for family in args.family or list(builtin_families()):
+        fam = get_family(family, "--family")
+        known = {f.name for f in dataclasses.fields(fam.params)}
+        # the shape arguments the family has; a Transformer's embedding defaults to its width
+        fields = {k: v for k, v in shape.items() if k in known}
+        if "heads" in known:
+            fields.update(embed_dim=args.embed or args.width, embed_init="default")
+        m = fam.params(family=family, **fields)
+        embed = getattr(m, "embed_dim", None)
         spe = args.steps_per_execution
         t = TrainParams(seq_len=args.context, batch_size=args.batch, epochs=1, steps_per_epoch=args.steps + spe,
                         steps_per_execution=spe, warmup_steps=0, eval_tokens=args.context, jit_compile=args.jit)
@@ -90,7 +83,7 @@ def main() -> None:
         result = train_model(m, t, ids, ids[:2000], args.vocab, "throughput", 0, ckpt, build_model)
         (ckpt / "last.npz").unlink(missing_ok=True)
         peak = matmul_peak_gflops()
-        fpt = train_flops_per_token(result.model, family, args.layers, args.width, args.context)
+        fpt = fam.flops_per_token(result.model, m, args.context)
         achieved = fpt * result.tokens_per_second / 1e9
         row = {"family": family, "parameters": int(result.model.count_params()),
                "tokens_per_second": round(result.tokens_per_second), "train_flops_per_token": fpt,

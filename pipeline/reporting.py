@@ -7,8 +7,10 @@ from pathlib import Path
 
 from pipeline.io import atomic_write, write_text
 
-HISTORY_COLUMNS = ("epoch", "step", "train_loss", "valid_loss", "valid_bits_per_token", "learning_rate",
-                   "seconds", "tokens_per_second")
+# one row per epoch; `tokens_seen` and `train_seconds` (time in training steps so far) are the x axes
+# of the learning-curve plots besides `step`
+HISTORY_COLUMNS = ("epoch", "step", "tokens_seen", "train_seconds", "train_loss", "valid_loss",
+                   "valid_bits_per_token", "learning_rate", "seconds", "tokens_per_second")
 
 
 def write_history_csv(path: Path, history: list[dict]) -> None:
@@ -20,8 +22,26 @@ def write_history_csv(path: Path, history: list[dict]) -> None:
 
 
 def read_history_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except FileNotFoundError:
+        from pipeline.errors import SeqlabError
+        raise SeqlabError(f"{path}: not found (run the stage that produces it first: dvc repro)") from None
+
+
+CURVE_COLUMNS = ("arch", "epoch", "step", "tokens_seen", "train_seconds", "train_loss", "valid_loss")
+
+
+def write_curves_csv(path: Path, histories: dict[str, list[dict]]) -> None:
+    """Every architecture's learning curve in one long table (an ``arch`` column), so that DVC's
+    top-level plots overlay however many architectures params.yaml names."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CURVE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for arch, hist in histories.items():
+        w.writerows({"arch": arch, **row} for row in hist)
+    write_text(path, buf.getvalue())
 
 
 def format_samples(model: str, samples: list[tuple[str, str]], g) -> str:

@@ -1,4 +1,4 @@
-"""What every stage script shares: the repo layout, params loading, and the error exit.
+"""What every stage script shares: the working directory and the error exit.
 
 A stage turns a :class:`SeqlabError` into one line on stderr and exit status 2; outputs are only
 written at the end (atomically), so a failed stage leaves nothing half-written.
@@ -7,19 +7,10 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Callable
 
 from pipeline.errors import SeqlabError
-
-ROOT = Path(__file__).resolve().parents[1]
-PREPARED = Path("data/prepared")
-MODELS = Path("models")
-METRICS = Path("metrics")
-PLOTS = Path("plots")
-REPORTS = Path("reports")
-SAMPLES = REPORTS / "samples"
-CHECKPOINTS = Path("checkpoints")
+from pipeline.paths import ROOT
 
 
 def quiet_tensorflow() -> None:

@@ -1,0 +1,1 @@
+"""The DVC stage scripts: one thin module per stage of dvc.yaml."""

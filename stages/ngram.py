@@ -1,16 +1,17 @@
-"""DVC stage: Kneser-Ney n-gram baseline -> models/ngram/, metrics/ngram.json, samples."""
+"""DVC stage: Kneser-Ney n-gram baseline -> models/ngram/, metrics/ngram.json, provenance, samples."""
 import time
 
 import numpy as np
 
-from pipeline import tracking
-from pipeline.evaluation import flat_metrics, split_metrics
+from pipeline.config.params import load_params
+from pipeline.data.prepared import load_prepared
 from pipeline.io import atomic_write, write_json, write_text
-from pipeline.ngram import KneserNeyLM
-from pipeline.params import load_params
-from pipeline.prepared import load_prepared
+from pipeline.models.ngram import KneserNeyLM
+from pipeline.paths import METRICS, MODELS, PREPARED, PROVENANCE, SAMPLES
 from pipeline.reporting import format_samples
-from pipeline.stage import METRICS, MODELS, PREPARED, SAMPLES, run_stage
+from pipeline.scoring.protocol import flat_metrics, split_metrics
+from pipeline.stage import run_stage
+from pipeline.tracking.runs import model_run
 
 
 def main(argv: list[str]) -> None:
@@ -26,21 +27,22 @@ def main(argv: list[str]) -> None:
     samples = [(prompt, tok.decode(lm.sample(tok.encode(prompt), g.max_tokens, rng, g.temperature, g.top_k, g.top_p)))
                for prompt in g.prompts]
     metrics = flat_metrics(per_split) | {
-        "parameters": int(lm.parameters), "order": p.ngram.order, "train_seconds": build_seconds,
-        "train_tokens_per_second": len(data.ids["train"]) / build_seconds, "protocol": "stream",
-        "data_hash": data.data_hash}
+        "parameters": int(lm.parameters), "train_seconds": build_seconds,
+        "train_tokens_per_second": len(data.ids["train"]) / build_seconds}
+    provenance = {"family": f"{p.ngram.order}-gram KN", "order": p.ngram.order, "protocol": "stream",
+                  "data_hash": data.data_hash}
     atomic_write(MODELS / "ngram" / "model.npz", lm.save)
     write_json(METRICS / "ngram.json", metrics)
+    write_json(PROVENANCE / "ngram.json", provenance)
     samples_text = format_samples("ngram", samples, g)
     write_text(SAMPLES / "ngram.txt", samples_text)
     print(f"ngram order {p.ngram.order}: valid ppl {metrics['valid_ppl']:.3f}, test bpc {metrics['test_bpc']:.4f}")
-    with tracking.model_run(p.mlflow.experiment, "ngram", "ngram", data.data_hash):
-        import mlflow
-        mlflow.log_params({"order": p.ngram.order, "discounts": str(lm.discounts),
-                           "fallback_orders": str(lm.fallback_orders)})
-        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        mlflow.log_text(samples_text, "samples.txt")
-        mlflow.log_artifact(str(MODELS / "ngram" / "model.npz"), "model")
+    with model_run(p.mlflow.experiment, "ngram", "ngram", data.data_hash) as run:
+        run.log_params({"order": p.ngram.order, "discounts": str(lm.discounts),
+                        "fallback_orders": str(lm.fallback_orders)})
+        run.log_metrics(metrics)
+        run.log_text(samples_text, "samples.txt")
+        run.log_artifact(MODELS / "ngram" / "model.npz", "model")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """DVC stage: corpus -> data/prepared/{train,valid,test}.npy, vocab.json, stats.json."""
-from pipeline import tracking
-from pipeline.corpus import load_corpus
-from pipeline.params import load_params
-from pipeline.prepared import build_prepared, save_prepared
-from pipeline.stage import PREPARED, ROOT, run_stage
-from pipeline.tokenizers import learn_tokenizer
+from pipeline.config.params import load_params
+from pipeline.data.corpus import load_corpus
+from pipeline.data.prepared import build_prepared, save_prepared
+from pipeline.data.tokenizers import learn_tokenizer
+from pipeline.paths import PREPARED, ROOT
+from pipeline.stage import run_stage
+from pipeline.tracking.runs import model_run
 
 
 def main(argv: list[str]) -> None:
@@ -17,13 +18,12 @@ def main(argv: list[str]) -> None:
     s = data.stats
     print(f"prepared {s['source']} with the {d.tokenizer} tokenizer: vocabulary {s['vocab_size']}, "
           + ", ".join(f"{k} {v['tokens']} tokens" for k, v in s["splits"].items()))
-    with tracking.model_run(p.mlflow.experiment, "data", "prepare", data.data_hash):
-        import mlflow
-        mlflow.log_params({f"data.{k}": v for k, v in vars(d).items()})
-        mlflow.log_metrics({f"{k}_{m}": v[m] for k, v in s["splits"].items() for m in ("tokens", "chars")}
-                           | {"vocab_size": s["vocab_size"]})
-        mlflow.log_artifact(str(PREPARED / "stats.json"))
-        mlflow.log_artifact(str(PREPARED / "vocab.json"))
+    with model_run(p.mlflow.experiment, "data", "prepare", data.data_hash) as run:
+        run.log_params({f"data.{k}": v for k, v in vars(d).items()})
+        run.log_metrics({f"{k}_{m}": v[m] for k, v in s["splits"].items() for m in ("tokens", "chars")}
+                        | {"vocab_size": s["vocab_size"]})
+        run.log_artifact(PREPARED / "stats.json")
+        run.log_artifact(PREPARED / "vocab.json")
 
 
 if __name__ == "__main__":

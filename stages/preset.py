@@ -5,9 +5,10 @@ import shutil
 import yaml
 
 from pipeline.io import write_text
-from pipeline.params import read_yaml
-from pipeline.presets import preset_params
-from pipeline.stage import ROOT, run_stage
+from pipeline.config.params import read_yaml
+from pipeline.config.presets import preset_params
+from pipeline.paths import ROOT
+from pipeline.stage import run_stage
 
 
 def main(argv: list[str]) -> None:

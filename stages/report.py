@@ -1,21 +1,23 @@
 """DVC stage: comparison table and figure, then the promotion gate for every trained network."""
 import math
 
-from pipeline import tracking
+from pipeline.config.params import load_params
 from pipeline.io import read_json, write_json, write_text
-from pipeline.params import load_params
-from pipeline.reporting import comparison_markdown, plot_learning_curves, read_history_csv
-from pipeline.stage import METRICS, PLOTS, PREPARED, REPORTS, run_stage
+from pipeline.paths import METRICS, PLOTS, PREPARED, PROVENANCE, REPORTS
+from pipeline.reporting import comparison_markdown, plot_learning_curves, read_history_csv, write_curves_csv
+from pipeline.stage import run_stage
+from pipeline.tracking.registry import promote
+from pipeline.tracking.runs import model_run
 
 
 def main(argv: list[str]) -> None:
     p = load_params()
     stats = read_json(PREPARED / "stats.json")
-    rows = [{"model": "ngram", "family": f"{p.ngram.order}-gram KN"} | read_json(METRICS / "ngram.json")]
+    rows = [{"model": "ngram"} | read_json(METRICS / "ngram.json") | read_json(PROVENANCE / "ngram.json")]
     histories = {}
     for arch in p.models:
-        m = read_json(METRICS / f"{arch}.json")
-        promo = tracking.promote(m["registered_model"], str(m["version"]), metric="test_bpc", run_id=m.get("run_id"))
+        m = read_json(METRICS / f"{arch}.json") | read_json(PROVENANCE / f"{arch}.json")
+        promo = promote(m["registered_model"], str(m["version"]), metric="test_bpc", run_id=m.get("run_id"))
         rows.append({"model": arch} | m | {"champion": "yes" if promo["is_champion"] else f"no ({promo['reason']})",
                                           "promotion": promo})
         histories[arch] = read_history_csv(PLOTS / arch / "history.csv")
@@ -24,13 +26,12 @@ def main(argv: list[str]) -> None:
     table = comparison_markdown(rows, stats)
     write_json(REPORTS / "comparison.json", {"data": stats, "models": rows})
     write_text(REPORTS / "comparison.md", table)
+    write_curves_csv(REPORTS / "learning_curves.csv", histories)
     plot_learning_curves(REPORTS / "learning_curves.png", histories, ngram_bpt)
     print(table)
-    with tracking.model_run(p.mlflow.experiment, "report", "report", stats["data_hash"]):
-        import mlflow
-        mlflow.log_artifact(str(REPORTS / "comparison.md"))
-        mlflow.log_artifact(str(REPORTS / "comparison.json"))
-        mlflow.log_artifact(str(REPORTS / "learning_curves.png"))
+    with model_run(p.mlflow.experiment, "report", "report", stats["data_hash"]) as run:
+        for name in ("comparison.md", "comparison.json", "learning_curves.csv", "learning_curves.png"):
+            run.log_artifact(REPORTS / name)
 
 
 if __name__ == "__main__":

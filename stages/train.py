@@ -1,17 +1,17 @@
 """DVC stage: train one architecture -> models/<arch>/, plots/<arch>/history.csv, a registered version."""
-import dataclasses
-
-from pipeline import tracking
+from pipeline.config.params import load_params
+from pipeline.data.prepared import load_prepared
 from pipeline.io import write_json
 from pipeline.models import build_model, count_parameters
-from pipeline.params import load_params
-from pipeline.prepared import load_prepared
-from pipeline.registration import register_network
+from pipeline.models.network import Network, save_network
+from pipeline.paths import CHECKPOINTS, MODELS, PLOTS, PREPARED
 from pipeline.reporting import write_history_csv
-from pipeline.runtime import is_chief
-from pipeline.saved_model import save_network
-from pipeline.stage import CHECKPOINTS, MODELS, PLOTS, PREPARED, run_stage
-from pipeline.training import train_model
+from pipeline.stage import run_stage
+from pipeline.tracking.registration import register_network
+from pipeline.tracking.registry import registered_name
+from pipeline.tracking.runs import model_run
+from pipeline.training.loop import train_model
+from pipeline.training.runtime import is_chief
 
 
 def main(argv: list[str]) -> None:
@@ -21,35 +21,33 @@ def main(argv: list[str]) -> None:
     p = load_params()
     m, t = p.model(arch), p.train_for(arch)
     data = load_prepared(PREPARED)
+    vocab_size = data.tokenizer.vocab_size
     if not is_chief():  # another worker of a multi-worker run: trains in lockstep with the chief, writes nothing
-        train_model(m, t, data.ids["train"], data.ids["valid"], data.tokenizer.vocab_size, data.data_hash, p.seed,
+        train_model(m, t, data.ids["train"], data.ids["valid"], vocab_size, data.data_hash, p.seed,
                     CHECKPOINTS / arch, build_model)
         print(f"{arch}: worker done; the chief writes the outputs")
         return
     experiment = p.mlflow.experiment
-    with tracking.model_run(experiment, arch, "train", data.data_hash) as run:
-        import mlflow
-        mlflow.log_params({f"model.{k}": v for k, v in dataclasses.asdict(m).items() if k != "train"}
-                          | {f"train.{k}": v for k, v in dataclasses.asdict(t).items()}
-                          | {"seed": p.seed, "data.tokenizer": data.tokenizer.kind, "vocab_size": data.tokenizer.vocab_size})
-        result = train_model(m, t, data.ids["train"], data.ids["valid"], data.tokenizer.vocab_size,
-                             data.data_hash, p.seed, CHECKPOINTS / arch, build_model,
-                             on_epoch=lambda row: tracking.log_history_metrics([row]))
+    with model_run(experiment, arch, "train", data.data_hash) as run:
+        run.log_params({f"model.{k}": v for k, v in m.as_dict().items() if k != "train"}
+                       | {f"train.{k}": v for k, v in vars(t).items()}
+                       | {"seed": p.seed, "data.tokenizer": data.tokenizer.kind, "vocab_size": vocab_size})
+        result = train_model(m, t, data.ids["train"], data.ids["valid"], vocab_size, data.data_hash, p.seed,
+                             CHECKPOINTS / arch, build_model, on_epoch=lambda row: run.log_history([row]))
         params_count = count_parameters(result.model)
         summary = {"arch": arch, "family": m.family, "parameters": params_count, "train_seconds": result.train_seconds,
                    "train_tokens_per_second": result.tokens_per_second, "steps": result.steps,
                    "resumed_from_epoch": result.resumed_from_epoch, **result.settings}
-        mlflow.log_metrics({"parameters": params_count, "train_seconds": result.train_seconds,
-                            "train_tokens_per_second": result.tokens_per_second})
+        run.log_metrics({k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")})
         folder = MODELS / arch
-        save_network(folder, result.model, m, t.seq_len, data.tokenizer.vocab_size)
+        save_network(folder, result.model, m, t.seq_len, vocab_size)
         write_history_csv(PLOTS / arch / "history.csv", result.history)
-        mlflow.log_artifact(str(PLOTS / arch / "history.csv"))
-        name = tracking.registered_name(experiment, arch)
+        run.log_artifact(PLOTS / arch / "history.csv")
+        name = registered_name(experiment, arch)
         # the served text generator samples with the pipeline's settings by default
-        version = register_network(folder, result.model, dataclasses.asdict(m), PREPARED / "vocab.json", name,
-                                   data.data_hash, p.generate)
-        write_json(folder / "run.json", summary | {"run_id": run.info.run_id, "registered_model": name,
+        version = register_network(Network(result.model, m, t.seq_len, vocab_size), folder, PREPARED / "vocab.json",
+                                   name, data.data_hash, p.generate)
+        write_json(folder / "run.json", summary | {"run_id": run.id, "registered_model": name,
                                                    "version": version, "data_hash": data.data_hash})
     (CHECKPOINTS / arch / "last.npz").unlink(missing_ok=True)
     print(f"{arch}: {params_count} parameters, {result.tokens_per_second:.0f} tokens/s, "

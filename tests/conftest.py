@@ -14,3 +14,13 @@ def shared_corpora() -> Path:
     if not SHARED_CORPORA.is_dir():
         pytest.skip(f"shared corpora not present at {SHARED_CORPORA}")
     return SHARED_CORPORA
+
+
+# The longest modules first, so that `make test`'s two pytest-xdist workers (`--dist loadfile`)
+# start them at once and finish together; the order within a module is kept.
+LONGEST_FIRST = ("test_pipeline_e2e.py", "test_resume.py", "test_distribute.py", "test_stage_errors.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: other modules keep their order

@@ -9,13 +9,15 @@ import yaml
 
 from tests.conftest import ROOT
 
-ARCHS = ("rnn", "lstm", "gru", "conv", "transformer")
+ARCHS = ("rnn", "lstm", "gru", "conv", "transformer", "mlp")   # mlp: the example family from outside pipeline/
+EXTERNAL = "families.window_mlp:WindowMLP"
 TINY_PARAMS = {
     "seed": 7,
     "data": {"corpus": "corpus.txt", "tokenizer": "char", "split": [0.8, 0.1, 0.1]},
     "ngram": {"order": 3},
+    # jit_compile false: compiling the tiny steps with XLA costs more than they run (XLA is tested elsewhere)
     "train": {"seq_len": 32, "batch_size": 8, "epochs": 2, "steps_per_epoch": 6, "steps_per_execution": 3,
-              "warmup_steps": 2, "eval_tokens": 512},
+              "warmup_steps": 2, "eval_tokens": 512, "jit_compile": "false"},
     "models": {
         "rnn": {"family": "rnn", "embed_dim": 8, "units": 16, "layers": 1},
         "lstm": {"family": "lstm", "embed_dim": 8, "units": 16, "layers": 2},
@@ -23,6 +25,7 @@ TINY_PARAMS = {
         "conv": {"family": "conv", "embed_dim": 8, "units": 16, "dilations": [1, 2, 4]},
         "transformer": {"family": "transformer", "embed_dim": 16, "units": 16, "layers": 1, "heads": 2,
                         "embed_init": "default"},
+        "mlp": {"family": "families.window_mlp:WindowMLP", "embed_dim": 8, "context": 4, "hidden": 16},
     },
     "eval": {"batch_size": 64},
     "generate": {"prompts": ["The "], "max_tokens": 20, "seed": 3},
@@ -55,10 +58,10 @@ def make_tiny_repo(dest: Path, params: dict = TINY_PARAMS, commit: bool = True) 
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, target)
-    from pipeline.corpus import load_corpus
+    from pipeline.data.corpus import load_corpus
     docs = load_corpus("builtin:python-docs", [0.9, 0.05, 0.05]).train
     (dest / "corpus.txt").write_text(docs[:40_000], encoding="utf-8")
-    from pipeline.presets import apply_preset   # `models` replaces the repo's section, as a preset does
+    from pipeline.config.presets import apply_preset   # `models` replaces the repo's section, as a preset does
     full = apply_preset(yaml.safe_load((ROOT / "params.yaml").read_text()), params)
     (dest / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
     if not commit:

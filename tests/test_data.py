@@ -5,12 +5,12 @@ import io
 import numpy as np
 import pytest
 
-from pipeline import corpus as corpus_mod
-from pipeline.corpus import load_corpus, split_text
+from pipeline.data import corpus as corpus_mod
+from pipeline.data.corpus import load_corpus, split_text
 from pipeline.errors import SeqlabError
-from pipeline.prepared import build_prepared, load_prepared, save_prepared
-from pipeline.tokenizers import learn_tokenizer, load_tokenizer
-from pipeline.vocab_layout import BOS_ID, UNK_ID
+from pipeline.data.prepared import build_prepared, load_prepared, save_prepared
+from pipeline.data.tokenizers import learn_tokenizer, load_tokenizer
+from pipeline.data.vocab_layout import BOS_ID, UNK_ID
 
 TEXT = "the cat sat on the mat\nthe dog sat on the log\n" * 20 + "a bird flew\n" * 5
 

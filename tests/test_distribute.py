@@ -41,8 +41,10 @@ DRIVER = textwrap.dedent('''
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args["logical_cpus"])
     import numpy as np
     from pipeline.models import build_model
-    from pipeline.params import ModelParams, TrainParams
-    from pipeline.training import apply_aggregated, make_optimizer, train_model
+    from pipeline.config.params import TrainParams
+    from pipeline.models.recurrent import RecurrentParams
+    from pipeline.training.loop import train_model
+    from pipeline.training.optimizer import apply_aggregated, make_optimizer
 
     out = {}
     if args.get("check_aggregation"):
@@ -70,7 +72,7 @@ DRIVER = textwrap.dedent('''
                               "iterations": int(opt.iterations.numpy())}
 
     ids = np.random.default_rng(0).integers(2, 40, 30000).astype(np.int32)
-    model = ModelParams(family="rnn", embed_dim=8, units=16, layers=1)
+    model = RecurrentParams(family="rnn", embed_dim=8, units=16, layers=1)
 
 
     class Stop(Exception):

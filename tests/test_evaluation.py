@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluation import flat_metrics, split_metrics, window_plan
+from pipeline.scoring.protocol import flat_metrics, split_metrics, window_plan
 
 
 def test_metric_conversions():

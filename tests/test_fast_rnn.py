@@ -1,13 +1,13 @@
 """Hoisted-projection recurrent layers (pipeline.models.fast_rnn) against the stock Keras layers."""
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
 
 from pipeline.models import fast_rnn, recurrent  # noqa: E402
+from pipeline.models import build_model  # noqa: E402
 from pipeline.models.fast_rnn import FastGRU, FastLSTM, FastSimpleRNN  # noqa: E402
+from tests.tiny_models import tiny_cfg  # noqa: E402
 
 B, T, IN, UNITS = 3, 9, 5, 8
 PAIRS = {
@@ -175,12 +175,11 @@ def test_mask_falls_back_to_stock(family, monkeypatch):
 
 @pytest.mark.parametrize("family", list(PAIRS))
 def test_checkpoints_interchange_with_stock_model(family, monkeypatch):
-    cfg = SimpleNamespace(family=family, embed_dim=6, units=UNITS, layers=2, dropout=0.0, embed_init="default",
-                          recurrent_init="default")
-    fast_model = recurrent.build_recurrent(cfg, 11)
+    cfg = tiny_cfg(family, embed_dim=6, units=UNITS, layers=2, dropout=0.0, embed_init="default")
+    fast_model = build_model(cfg, 11, T)
     assert isinstance(fast_model.get_layer("rnn_0"), PAIRS[family][1])
-    monkeypatch.setattr(recurrent, "_RNN_CLASSES", {f: pair[0] for f, pair in PAIRS.items()})
-    stock_model = recurrent.build_recurrent(cfg, 11)
+    monkeypatch.setattr(recurrent.Recurrent, "layer_class", lambda self: PAIRS[self.name][0])
+    stock_model = build_model(cfg, 11, T)
     assert type(stock_model.get_layer("rnn_0")) is PAIRS[family][0]
     fast_model.set_weights(stock_model.get_weights())
     ids = np.random.default_rng(2).integers(0, 11, (2, T)).astype("int32")

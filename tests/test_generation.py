@@ -4,9 +4,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pipeline.generation import generate, stream_logprobs  # noqa: E402
-from pipeline.models import build_model, make_stepper, receptive_field  # noqa: E402
-from pipeline.vocab_layout import BOS_ID  # noqa: E402
+from pipeline.generation.decoding import generate  # noqa: E402
+from pipeline.models import build_model, make_stepper  # noqa: E402
+from pipeline.models.conv import receptive_field  # noqa: E402
+from pipeline.scoring.stream import stream_logprobs  # noqa: E402
+from pipeline.data.vocab_layout import BOS_ID  # noqa: E402
 from tests.tiny_models import tiny_cfg as shared_tiny_cfg  # noqa: E402
 
 VOCAB = 19
@@ -22,7 +24,7 @@ VARIANTS = {
     "lstm": tiny_cfg("lstm"),
     "gru": tiny_cfg("gru"),
     "conv": tiny_cfg("conv"),
-    "conv_k3": tiny_cfg("conv", kernel_size=3, layers=1, dilations=[1, 2]),
+    "conv_k3": tiny_cfg("conv", kernel_size=3, dilations=[1, 2]),
     "transformer": tiny_cfg("transformer"),
     "transformer_tied": tiny_cfg("transformer", tie_embeddings=True, embed_dim=8),
 }
@@ -37,7 +39,7 @@ def get(name):
         keras.utils.set_random_seed(5)
         cfg = VARIANTS[name]
         model = build_model(cfg, VOCAB, MAX_LEN)
-        _CACHE[name] = (cfg, model, make_stepper(model, cfg))
+        _CACHE[name] = (cfg, model, make_stepper(model, cfg, MAX_LEN))
     return _CACHE[name]
 
 
@@ -192,7 +194,7 @@ def test_generation_never_emits_bos_even_when_favoured():
     kernel, bias = head.get_weights()
     bias[BOS_ID] = 50.0
     head.set_weights([kernel, bias])
-    stepper = make_stepper(model, cfg)
+    stepper = make_stepper(model, cfg, MAX_LEN)
     for temperature in (0, 1.0):
         out = generate(stepper, np.array([3]), 20, np.random.default_rng(1), temperature=temperature)
         assert np.all(out != BOS_ID)
@@ -215,3 +217,26 @@ def test_transformer_sliding_window_past_max_context(name):
             logits[BOS_ID] = -np.inf
             assert out[i] == np.argmax(logits), i
             held = held + 1 if held + 1 <= MAX_LEN else MAX_LEN - 1
+
+
+def test_recompute_stepper_of_a_fixed_window_family_decodes_exactly():
+    """The default stepper (a recomputed window) of the example family: a window of context + 1
+    holds everything a prediction sees, so greedy decoding far past it equals the full forward pass."""
+    cfg = shared_tiny_cfg("families.window_mlp:WindowMLP", context=4, hidden=16)
+    keras.utils.set_random_seed(6)
+    model = build_model(cfg, VOCAB, MAX_LEN)
+    stepper = make_stepper(model, cfg, MAX_LEN)
+    assert stepper.max_context == cfg.context + 1
+    ids = random_ids(np.random.default_rng(9), 2, 5)
+    state = stepper.initial_state(2)
+    first, state = stepper(ids[:, :3], state)
+    second, state = stepper(ids[:, 3:], state)
+    np.testing.assert_allclose(np.concatenate([first, second], axis=1), full_logits(model, ids), atol=1e-5)
+    with pytest.raises(ValueError, match="re-prefill"):
+        stepper(ids[:, :1], state)
+    prompt = np.array([3, 4, 5, 6, 7, 8])
+    greedy = generate(stepper, prompt, 3 * MAX_LEN, np.random.default_rng(0), temperature=0)
+    seq = np.concatenate([[BOS_ID], prompt, greedy])
+    logits = full_logits(model, seq[:-1])[0][len(prompt):]
+    logits[:, BOS_ID] = -np.inf
+    np.testing.assert_array_equal(greedy, np.argmax(logits, axis=-1))

@@ -4,9 +4,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pipeline.models import (FAMILIES, build_model, conv_dilations, count_parameters,  # noqa: E402
-                             make_stepper, receptive_field)
-from pipeline.vocab_layout import BOS_ID  # noqa: E402
+from pipeline.errors import SeqlabError  # noqa: E402
+from pipeline.models import build_model, count_parameters, make_stepper  # noqa: E402
+from pipeline.models.conv import conv_dilations, receptive_field  # noqa: E402
+from pipeline.models.registry import builtin_families, parse_model  # noqa: E402
+from pipeline.data.vocab_layout import BOS_ID  # noqa: E402
 from tests.tiny_models import tiny_cfg  # noqa: E402
 
 VOCAB = 23
@@ -18,9 +20,11 @@ VARIANTS = {
     "lstm": tiny_cfg("lstm"),
     "gru": tiny_cfg("gru"),
     "conv": tiny_cfg("conv"),
-    "conv_k3": tiny_cfg("conv", kernel_size=3, layers=1, dilations=[1, 3]),
+    "conv_k3": tiny_cfg("conv", kernel_size=3, dilations=[1, 3]),
     "transformer": tiny_cfg("transformer"),
     "transformer_tied": tiny_cfg("transformer", tie_embeddings=True, embed_dim=16, units=16, ff_dim=24),
+    "window_mlp": tiny_cfg("families.window_mlp:WindowMLP", context=4, hidden=16),
+    "window_mlp_direct": tiny_cfg("families.window_mlp:WindowMLP", context=3, hidden=8, direct=True),
 }
 
 _MODELS = {}
@@ -67,7 +71,7 @@ def test_causality(name):
         assert not np.allclose(out[:, t], base[:, t], atol=1e-5)   # position t does see its input
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "conv", "transformer", "transformer_tied"])
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "conv", "transformer", "transformer_tied", "window_mlp"])
 def test_training_reduces_loss(name):
     keras.utils.set_random_seed(2)
     model = build_model(VARIANTS[name], VOCAB, MAX_LEN)
@@ -85,7 +89,7 @@ def test_training_reduces_loss(name):
 def test_embedding_init(family):
     vocab = 200
     for init, lo, hi in (("normal", 0.9, 1.1), ("default", 0.0, 0.06)):
-        cfg = tiny_cfg(family, embed_init=init, embed_dim=64, units=64, heads=4)
+        cfg = tiny_cfg(family, embed_init=init, embed_dim=64, units=64, **({"heads": 4} if family == "transformer" else {}))
         model = build_model(cfg, vocab, MAX_LEN)
         table = np.asarray(model.get_layer("embedding").embeddings)
         assert table.shape == (vocab, 64)
@@ -110,10 +114,10 @@ def test_uniform_recurrent_init_is_pytorchs(family):
 
 
 def test_conv_dilations_and_receptive_field():
-    cfg = tiny_cfg("conv", kernel_size=2, dilations=[1, 2, 4, 8, 1, 2, 4, 8], layers=2)
-    assert conv_dilations(cfg) == [1, 2, 4, 8, 1, 2, 4, 8]      # layers is ignored for conv
+    cfg = tiny_cfg("conv", kernel_size=2, dilations=[1, 2, 4, 8, 1, 2, 4, 8])
+    assert conv_dilations(cfg) == [1, 2, 4, 8, 1, 2, 4, 8]
     assert receptive_field(cfg) == 1 + 2 * 15
-    assert receptive_field(tiny_cfg("conv", kernel_size=3, dilations=[1, 3], layers=1)) == 1 + 2 * 4
+    assert receptive_field(tiny_cfg("conv", kernel_size=3, dilations=[1, 3])) == 1 + 2 * 4
     model = build_model(cfg, VOCAB, MAX_LEN)
     assert sum(layer.name.startswith("block_") for layer in model.layers) == 8
     with pytest.raises(ValueError):
@@ -121,11 +125,11 @@ def test_conv_dilations_and_receptive_field():
 
 
 def test_unknown_family_and_bad_heads():
-    with pytest.raises(ValueError):
-        build_model(tiny_cfg("mlp"), VOCAB, MAX_LEN)
-    with pytest.raises(ValueError):
-        build_model(tiny_cfg("transformer", units=18, heads=4), VOCAB, MAX_LEN)
-    assert set(FAMILIES) == {"rnn", "lstm", "gru", "conv", "transformer"}
+    with pytest.raises(SeqlabError, match="did you mean 'lstm'"):
+        tiny_cfg("lsmt")
+    with pytest.raises(SeqlabError, match="not divisible by heads"):
+        parse_model({"family": "transformer", "units": 18, "heads": 4}, "models.x")
+    assert set(builtin_families()) == {"rnn", "lstm", "gru", "conv", "transformer"}
 
 
 def test_mixed_precision_keeps_float32_logits():
@@ -137,7 +141,7 @@ def test_mixed_precision_keeps_float32_logits():
             model = build_model(VARIANTS[name], VOCAB, MAX_LEN)
             logits = model(ids, training=False)
             assert keras.backend.standardize_dtype(logits.dtype) == "float32", name
-            stepper = make_stepper(model, VARIANTS[name])
+            stepper = make_stepper(model, VARIANTS[name], MAX_LEN)
             out, _ = stepper(ids, stepper.initial_state(2))
             assert out.dtype == np.float32
             np.testing.assert_allclose(out, np.asarray(logits), atol=0.1)
@@ -153,6 +157,6 @@ def test_save_and_load(name, tmp_path):
     loaded = keras.models.load_model(path)
     ids = random_ids(np.random.default_rng(4), 2, 11)
     np.testing.assert_allclose(np.asarray(loaded(ids)), np.asarray(model(ids)), atol=1e-6)
-    stepper = make_stepper(loaded, VARIANTS[name])
+    stepper = make_stepper(loaded, VARIANTS[name], MAX_LEN)
     out, _ = stepper(ids, stepper.initial_state(2))
     np.testing.assert_allclose(out, np.asarray(model(ids)), atol=1e-4)

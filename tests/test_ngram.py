@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.ngram import ArpaModel, KneserNeyLM, arpa_escape, kn_discounts, read_arpa
-from pipeline.vocab_layout import BOS_ID
+from pipeline.models.ngram import ArpaModel, KneserNeyLM, arpa_escape, kn_discounts, read_arpa
+from pipeline.data.vocab_layout import BOS_ID
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 needs_corpora = pytest.mark.skipif(not CORPORA.is_dir(), reason=f"shared corpora not found at {CORPORA}")
@@ -457,7 +457,7 @@ def test_module_needs_only_numpy():
     import subprocess
     import sys
 
-    code = ("import sys, pipeline.ngram; bad = [m for m in ('tensorflow', 'torch', 'jax') if m in sys.modules]; "
+    code = ("import sys, pipeline.models.ngram; bad = [m for m in ('tensorflow', 'torch', 'jax') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 

@@ -2,7 +2,7 @@
 import pytest
 
 from pipeline.errors import SeqlabError
-from pipeline.params import deep_merge, load_params, parse_params
+from pipeline.config.params import deep_merge, load_params, parse_params
 from tests.conftest import ROOT
 
 
@@ -25,10 +25,22 @@ def test_repo_params_load():
     ({"data": {"corpus": "https://example.org/x.txt"}}, "data.sha256: required"),
     ({"models": {"x": {"family": "lstmm"}}}, "models.x.family: expected one of"),
     ({"models": {"x": {"family": "transformer", "units": 10, "heads": 4}}}, "not divisible by heads"),
-    ({"models": {"x": {"train": {"batch_size": -2}}}}, "models.x.train.batch_size: expected a value >= 1"),
-    ({"models": {"x": {"dilations": ["a"]}}}, "models.x.dilations[0]: expected an integer"),
-    ({"models": {"x": {"recurrent_init": "torch"}}}, "models.x.recurrent_init: expected one of"),
-    ({"models": {"x": {"family": "conv", "recurrent_init": "uniform"}}}, "applies to the rnn, lstm and gru"),
+    ({"models": {"x": {"family": "lstm", "train": {"batch_size": -2}}}}, "models.x.train.batch_size: expected a value >= 1"),
+    ({"models": {"x": {"family": "conv", "dilations": ["a"]}}}, "models.x.dilations[0]: expected an integer"),
+    ({"models": {"x": {"family": "conv", "dilations": []}}}, "models.x.dilations: expected a non-empty list"),
+    ({"models": {"x": {"family": "lstm", "recurrent_init": "torch"}}}, "models.x.recurrent_init: expected one of"),
+    ({"models": {"x": {"family": "conv", "recurrent_init": "uniform"}}},
+     "unknown key 'models.x.recurrent_init' for family 'conv'"),
+    ({"models": {"x": {"family": "transformer", "dilations": [1]}}}, "for family 'transformer'"),
+    ({"models": {"x": {"family": "gru", "unit": 3}}}, "did you mean 'units'?"),
+    ({"models": {"x": {"units": 3}}}, "models.x.family: required"),
+    ({"models": {"x": {"family": 3}}}, "models.x.family: required"),
+    ({"models": {"x": {"family": "no_such_module:Fam"}}}, "cannot import module 'no_such_module'"),
+    ({"models": {"x": {"family": "families.window_mlp:Nope"}}}, "has no attribute 'Nope'"),
+    ({"models": {"x": {"family": "families.window_mlp:spec"}}}, "not a seqlab family"),
+    ({"models": {"x": {"family": "families.window_mlp"}}}, "expected one of rnn, lstm"),
+    ({"models": {"x": {"family": "families.window_mlp:WindowMLP", "context": 0}}}, "models.x.context: expected a value >= 1"),
+    ({"models": {"x": {"family": "families.window_mlp:WindowMLP", "context": 2000}}}, "models.x.context: 2000 tokens"),
     ({"models": []}, "models: expected a mapping"),
     ([1, 2], "expected a mapping"),
 ])
@@ -37,6 +49,14 @@ def test_bad_params_are_named(raw, message):
         parse_params(raw, "params.yaml")
     assert message in str(e.value)
     assert str(e.value).startswith("params.yaml")
+
+
+def test_external_family_is_validated_against_its_own_fields():
+    p = parse_params({"models": {"mlp": {"family": "families.window_mlp:WindowMLP", "context": 3, "direct": True,
+                                         "train": {"epochs": 2}}}})
+    m = p.model("mlp")
+    assert (m.context, m.direct, m.hidden) == (3, True, 256) and p.train_for("mlp").epochs == 2
+    assert type(m).__name__ == "WindowMLPParams"
 
 
 def test_unknown_architecture_is_an_error():

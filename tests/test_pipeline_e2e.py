@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.repo_copy import ARCHS, make_tiny_repo, run
+from tests.repo_copy import ARCHS, EXTERNAL, make_tiny_repo, run
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,12 @@ def repro(tmp_path_factory):
     repo = make_tiny_repo(tmp_path_factory.mktemp("e2e") / "repo")
     t0 = time.perf_counter()
     first = run(["dvc", "repro"], repo)
-    return repo, first, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    # commit the results, as a user does, so that `dvc exp run --temp` starts from them
+    run(["git", "-c", "user.name=seqlab-test", "-c", "user.email=test@example.org", "add", "-A"], repo)
+    run(["git", "-c", "user.name=seqlab-test", "-c", "user.email=test@example.org", "commit", "-q", "-m", "repro"],
+        repo)
+    return repo, first, seconds
 
 
 def test_outputs(repro):
@@ -25,25 +30,64 @@ def test_outputs(repro):
     assert {p.name for p in prepared.iterdir()} >= {"train.npy", "valid.npy", "test.npy", "vocab.json", "stats.json"}
     vocab = json.loads((prepared / "vocab.json").read_text())
     assert vocab["tokenizer"] == "char" and "options" in vocab
-    keys = {"valid_ppl", "valid_bpc", "test_ppl", "test_bpc", "parameters"}
-    scored = set()
+    keys = {"valid_ppl", "valid_bpc", "test_ppl", "test_bpc", "parameters", "train_seconds"}
+    scored, protocols = set(), {}
     for model in ("ngram",) + ARCHS:
         m = json.loads((repo / "metrics" / f"{model}.json").read_text())
         assert keys <= set(m), model
+        assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in m.values()), m  # numbers only
         assert 1 < m["valid_ppl"] < 200 and 0 < m["test_bpc"] < 10, (model, m)
         scored.add((m["valid_tokens"], m["test_tokens"]))
+        provenance = json.loads((repo / "provenance" / f"{model}.json").read_text())
+        assert provenance["data_hash"] and provenance["protocol"], provenance
+        protocols[model] = provenance
         assert (repo / "reports" / "samples" / f"{model}.txt").read_text().count("=== prompt") == 1
         if model != "ngram":
+            assert provenance["run_id"] and provenance["version"] == "1"
             assert m["train_seconds"] > 0 and m["train_tokens_per_second"] > 0
             hist = (repo / "plots" / model / "history.csv").read_text().splitlines()
-            assert hist[0].startswith("epoch,step,train_loss,valid_loss") and len(hist) == 3
+            assert hist[0].startswith("epoch,step,tokens_seen,train_seconds,train_loss,valid_loss") and len(hist) == 3
     assert len(scored) == 1, f"models scored different token counts: {scored}"
+    # the user's family is scored under the protocol of the built-in windowed families
+    assert protocols["mlp"]["family"] == EXTERNAL
+    window = {k: protocols["transformer"][k] for k in ("protocol", "window", "stride", "min_context")}
+    assert {k: protocols["mlp"][k] for k in window} == window and window["protocol"] == "sliding-window"
+    assert protocols["rnn"]["protocol"] == "stream"
     table = (repo / "reports" / "comparison.md").read_text()
     for model in ("ngram",) + ARCHS:
         assert f"| {model} |" in table
     rows = json.loads((repo / "reports" / "comparison.json").read_text())["models"]
-    assert len(rows) == 6
+    assert len(rows) == 1 + len(ARCHS)
     assert (repo / "reports" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plots_overlay_every_architecture(repro):
+    repo, _, _ = repro
+    shown = json.loads(run(["dvc", "plots", "show", "--json", "--split"], repo).stdout)
+    assert "errors" not in shown, shown["errors"]
+    overlays = {"valid_loss_by_step": "step", "valid_loss_by_training_seconds": "train_seconds",
+                "valid_loss_by_tokens_seen": "tokens_seen", "train_and_valid_loss": "step"}
+    for plot_id, x in overlays.items():
+        (plot,) = shown["data"][plot_id]
+        assert plot["content"]["encoding"]["x"]["field"] == x
+        assert plot["content"]["encoding"]["color"]["field"] == "arch"
+        points = plot["anchor_definitions"]["<DVC_METRIC_DATA>"]
+        assert {p["arch"] for p in points} == set(ARCHS), plot_id
+        assert len(points) == 2 * len(ARCHS) * (2 if plot_id == "train_and_valid_loss" else 1)
+    points = shown["data"]["train_and_valid_loss"][0]["anchor_definitions"]["<DVC_METRIC_DATA>"]
+    assert {p["field"] for p in points} == {"train_loss", "valid_loss"}
+    assert shown["data"]["reports/learning_curves.png"][0]["type"] == "image"
+    out = repo / ".plots_html"
+    run(["dvc", "plots", "show", "-o", str(out)], repo)
+    html = (out / "index.html").read_text()
+    assert "Validation loss against training tokens seen" in html and "learning_curves.png" in html
+
+
+def test_metrics_diff_is_numbers_only(repro):
+    repo, _, _ = repro
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    values = [v for rev in shown.values() for f in rev["data"].values() for v in f["data"].values()]
+    assert values and all(isinstance(v, (int, float)) for v in values)
 
 
 def test_mlflow_runs_versions_and_champion(repro):
@@ -67,6 +111,36 @@ def test_mlflow_runs_versions_and_champion(repro):
     generator = mlflow.pyfunc.load_model(f"runs:/{by_name['gru'].info.run_id}/generator")
     out = generator.predict(["The "], params={"max_tokens": 5, "seed": 1})
     assert len(out["text"][0]) > 0  # the served text generator decodes
+
+
+def test_external_family_generator_loads_outside_the_repo(repro, tmp_path):
+    """The user's family travels with its logged generator: a fresh process, outside the repo and
+    with nothing of seqlab on its path, loads and decodes it from the store alone."""
+    repo, _, _ = repro
+    run_id = json.loads((repo / "provenance" / "mlp.json").read_text())["run_id"]
+    script = (
+        "import json, sys, mlflow\n"
+        "assert not any('families' in p or 'pipeline' in p for p in sys.path if p), sys.path\n"
+        f"mlflow.set_tracking_uri('sqlite:///{repo / 'mlflow.db'}')\n"
+        f"pf = mlflow.pyfunc.load_model('runs:/{run_id}/generator')\n"
+        "out = pf.predict(['The '], params={'max_tokens': 12, 'seed': 1, 'temperature': 0.0})\n"
+        "import families.window_mlp as m\n"
+        "print(json.dumps({'text': out['text'][0], 'module': m.__file__}))\n")
+    p = run([sys.executable, "-c", script], tmp_path)
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    assert got["text"] and str(repo) not in got["module"], got     # decoded with the code it shipped
+
+
+def test_changing_the_sampler_reruns_the_stages_that_sample(repro):
+    repo, _, _ = repro
+    sampler = repo / "pipeline" / "generation" / "sampling.py"
+    original = sampler.read_text()
+    sampler.write_text(original + "\n# an edit\n")
+    try:
+        changed = set(json.loads(run(["dvc", "status", "--json"], repo).stdout))
+    finally:
+        sampler.write_text(original)
+    assert changed == {"ngram"} | {f"evaluate@{arch}" for arch in ARCHS}, changed
 
 
 def test_second_repro_does_nothing(repro):
@@ -117,7 +191,7 @@ def test_networks_restored_from_the_run_cache_are_registered_in_a_new_store(repr
     assert "Stage 'train@rnn' is cached - skipping run" in restored.stdout + restored.stderr
     seen = json.loads(run([sys.executable, "-c", _READ_RNN_REGISTRY], repo).stdout)  # see _READ_RNN_REGISTRY
     assert sorted(seen["versions"]) == ["1", "2"]
-    m = json.loads((repo / "metrics" / "rnn.json").read_text())
+    m = json.loads((repo / "provenance" / "rnn.json").read_text())
     assert m["version"] == "2" and seen["versions"]["2"]["run_id"] == m["run_id"]
     first_run = json.loads((repo / "models" / "rnn" / "run.json").read_text())["run_id"]
     assert seen["runs"][m["run_id"]]["tags"]["registered_from_dvc_cache"] == first_run

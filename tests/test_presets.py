@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from pipeline.errors import SeqlabError
-from pipeline.params import read_yaml
-from pipeline.presets import apply_preset, available, preset_overlay, preset_params
+from pipeline.config.params import read_yaml
+from pipeline.config.presets import apply_preset, available, preset_overlay, preset_params
 from tests.conftest import ROOT
 from tests.repo_copy import tool_env
 

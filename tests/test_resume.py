@@ -121,9 +121,9 @@ def test_killed_training_resumes_from_the_last_checkpoint(repo, tmp_path):
 DRIVER = """
 import json, sys
 from pipeline.models import build_model
-from pipeline.params import load_params
-from pipeline.prepared import load_prepared
-from pipeline.training import train_model
+from pipeline.config.params import load_params
+from pipeline.data.prepared import load_prepared
+from pipeline.training.loop import train_model
 p = load_params()
 data = load_prepared("data/prepared")
 r = train_model(p.model("rnn"), p.train_for("rnn"), data.ids["train"], data.ids["valid"], data.tokenizer.vocab_size,

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import DivergenceError
-from pipeline.params import ModelParams, TrainParams
-from tests.repo_copy import TINY_PARAMS, make_tiny_repo, tool_env
+from pipeline.config.params import TrainParams
+from pipeline.models.recurrent import RecurrentParams
+from tests.repo_copy import make_tiny_repo, tool_env
 
 
 def stage(repo, *args):
@@ -57,10 +58,10 @@ def test_divergence_names_the_step_and_saves_nothing(tmp_path):
     from pipeline.models import build_model
     rng = np.random.default_rng(0)
     ids = rng.integers(2, 20, 4000).astype(np.int32)
-    model = ModelParams(family="rnn", embed_dim=8, units=16, layers=1)
+    model = RecurrentParams(family="rnn", embed_dim=8, units=16, layers=1)
     train = TrainParams(seq_len=16, batch_size=4, epochs=2, steps_per_epoch=5, steps_per_execution=5,
                         learning_rate=1e37, warmup_steps=0, clipnorm=0.0, eval_tokens=64)
     with pytest.raises(DivergenceError, match=r"training diverged: loss is (nan|inf) at step \d+ \(epoch 1\)"):
-        from pipeline.training import train_model
+        from pipeline.training.loop import train_model
         train_model(model, train, ids, ids[:200], 20, "h", 0, tmp_path / "ckpt", build_model)
     assert not (tmp_path / "ckpt").exists()

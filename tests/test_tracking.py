@@ -1,4 +1,4 @@
-"""pipeline.tracking and pipeline.serving against a real MLflow: a sqlite store in a temporary
+"""pipeline.tracking and pipeline.tracking.pyfunc against a real MLflow: a sqlite store in a temporary
 folder, one `mlflow server` subprocess, and one real `dvc exp run --temp`."""
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import tracking
+from pipeline.paths import repo_root
+from pipeline.tracking import keras_model, pyfunc, registry, runs, store
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -26,7 +27,7 @@ VOCAB = {"tokenizer": "char", "tokens": ["<bos>", "<unk>"] + list("abcdefghijklm
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def mlflow_store(tmp_path_factory):
     """One sqlite store for the module (each new store costs a schema migration)."""
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
@@ -62,17 +63,17 @@ def _fake_repo(path: Path) -> Path:
 def test_tracking_uri_default_is_absolute_sqlite_in_repo(monkeypatch):
     for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
         monkeypatch.delenv(key, raising=False)
-    uri = tracking.tracking_uri()
+    uri = store.tracking_uri()
     assert uri.startswith("sqlite:////"), uri          # four slashes: an absolute path
     db = Path(uri[len("sqlite:///"):])
     assert db.is_absolute() and db.name == "mlflow.db"
-    assert db.parent == tracking.original_root() == tracking.repo_root() == ROOT
+    assert db.parent == store.original_root() == repo_root() == ROOT
 
 
 def test_tracking_uri_env_wins(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     monkeypatch.setenv("DVC_ROOT", str(ROOT))
-    assert tracking.tracking_uri() == "http://127.0.0.1:5999"
+    assert store.tracking_uri() == "http://127.0.0.1:5999"
 
 
 def test_dvc_temp_rule_dvc_root(monkeypatch, tmp_path):
@@ -80,9 +81,9 @@ def test_dvc_temp_rule_dvc_root(monkeypatch, tmp_path):
     repo = _fake_repo(tmp_path / "repo")
     copy = _fake_repo(repo / ".dvc" / "tmp" / "exps" / "standalone" / "tmpabc123")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking, "repo_root", lambda: copy)
+    monkeypatch.setattr(store, "repo_root", lambda: copy)
     monkeypatch.setenv("DVC_ROOT", str(repo))
-    assert tracking.tracking_uri() == f"sqlite:///{repo.resolve() / 'mlflow.db'}"
+    assert store.tracking_uri() == f"sqlite:///{repo.resolve() / 'mlflow.db'}"
 
 
 def test_dvc_temp_rule_copy_path(monkeypatch, tmp_path):
@@ -90,13 +91,13 @@ def test_dvc_temp_rule_copy_path(monkeypatch, tmp_path):
     repo = _fake_repo(tmp_path / "repo")
     copy = _fake_repo(repo / ".dvc" / "tmp" / "exps" / "celery" / "tmpxyz")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking, "repo_root", lambda: copy)
+    monkeypatch.setattr(store, "repo_root", lambda: copy)
     monkeypatch.delenv("DVC_ROOT", raising=False)
-    assert tracking.original_root() == repo
+    assert store.original_root() == repo
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "does-not-exist"))
-    assert tracking.tracking_uri() == f"sqlite:///{repo / 'mlflow.db'}"
+    assert store.tracking_uri() == f"sqlite:///{repo / 'mlflow.db'}"
     monkeypatch.setenv("DVC_ROOT", str(copy))            # even a DVC_ROOT inside a copy
-    assert tracking.original_root() == repo
+    assert store.original_root() == repo
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (BIN / "dvc").exists(),
@@ -104,14 +105,14 @@ def test_dvc_temp_rule_copy_path(monkeypatch, tmp_path):
 def test_dvc_exp_run_temp_puts_db_in_original_repo(tmp_path):
     """A real `dvc exp run --temp`: the stage runs in a copy, the store stays in the repo."""
     repo = tmp_path / "repo"
-    (repo / "pipeline").mkdir(parents=True)
-    shutil.copy(ROOT / "pipeline" / "tracking.py", repo / "pipeline" / "tracking.py")
-    (repo / "pipeline" / "__init__.py").write_text("")
+    for rel in ("__init__.py", "paths.py", "tracking/__init__.py", "tracking/store.py", "tracking/runs.py"):
+        (repo / "pipeline" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "pipeline" / rel, repo / "pipeline" / rel)
     probe = tmp_path / "probe.json"
     (repo / "probe.py").write_text(
-        "import json, os, sys\nfrom pipeline import tracking as t\n"
-        "json.dump({'uri': t.tracking_uri(), 'root': str(t.repo_root()), 'cwd': os.getcwd(),"
-        " 'tags': t.run_tags('train', 'lstm', 'h')}, open(sys.argv[1], 'w'))\n")
+        "import json, os, sys\nfrom pipeline.paths import repo_root\nfrom pipeline.tracking import runs, store\n"
+        "json.dump({'uri': store.tracking_uri(), 'root': str(repo_root()), 'cwd': os.getcwd(),"
+        " 'tags': runs.run_tags('train', 'lstm', 'h')}, open(sys.argv[1], 'w'))\n")
     (repo / "dvc.yaml").write_text(
         f"stages:\n  probe:\n    cmd: {sys.executable} probe.py {probe} && echo done > out.txt\n"
         "    deps: [probe.py]\n    outs: [out.txt]\n")
@@ -148,36 +149,36 @@ def _version(client, name, data_hash, bpc=None):
     except MlflowException:
         pass
     mv = client.create_model_version(name, source="file:///nonexistent",
-                                     tags={tracking.DATA_HASH_TAG: data_hash})
+                                     tags={runs.DATA_HASH_TAG: data_hash})
     if bpc is not None:
-        tracking.set_version_metrics(name, mv.version, {"test_bpc": bpc})
+        registry.set_version_metrics(name, mv.version, {"test_bpc": bpc})
     return str(mv.version)
 
 
-def test_promotion_gate(store):
-    tracking.configure("seqlab-gate")
-    client = tracking._client()
-    name = tracking.registered_name("seqlab-gate", "lstm")
+def test_promotion_gate(mlflow_store):
+    store.configure("seqlab-gate")
+    client = store.client()
+    name = registry.registered_name("seqlab-gate", "lstm")
     assert name == "seqlab-gate-lstm"
 
     v1 = _version(client, name, "A", 2.0)
-    r = tracking.promote(name, v1)
+    r = registry.promote(name, v1)
     assert r["promoted"] and r["reason"] == "first version" and r["holder_version"] is None
     assert str(client.get_model_version_by_alias(name, "champion").version) == v1
 
     v2 = _version(client, name, "A", 2.5)                       # worse: stays out
-    r = tracking.promote(name, v2)
+    r = registry.promote(name, v2)
     assert not r["promoted"] and r["holder_version"] == v1 and r["holder_metric"] == 2.0
     v3 = _version(client, name, "A", 2.0)                       # equal is not better
-    assert not tracking.promote(name, v3)["promoted"]
+    assert not registry.promote(name, v3)["promoted"]
 
     v4 = _version(client, name, "A", 1.5)                       # better: takes it
-    r = tracking.promote(name, v4)
+    r = registry.promote(name, v4)
     assert r["promoted"] and r["holder_version"] == v1
     assert str(client.get_model_version_by_alias(name, "champion").version) == v4
 
     v5 = _version(client, name, "B", 0.5)                       # better, on other data: kept
-    r = tracking.promote(name, v5)
+    r = registry.promote(name, v5)
     assert not r["promoted"] and r["reason"] == "holder evaluated on different data"
     assert not r["is_champion"]
     assert r["holder_version"] == v4
@@ -185,46 +186,45 @@ def test_promotion_gate(store):
     assert client.get_model_version(name, v5).tags["promotion"] == r["reason"]
 
     v6 = _version(client, name, "A")                            # not evaluated: never
-    assert not tracking.promote(name, v6)["promoted"]
-    r = tracking.promote(name, v4)                              # idempotent
+    assert not registry.promote(name, v6)["promoted"]
+    r = registry.promote(name, v4)                              # idempotent
     assert not r["promoted"] and r["reason"] == "already holds champion" and r["is_champion"]
     assert str(client.get_model_version_by_alias(name, "champion").version) == v4
 
 
-def test_versions_the_store_lacks_are_named_not_promoted(store):
-    tracking.configure("seqlab-gate-missing")
-    client = tracking._client()
-    name = tracking.registered_name("seqlab-gate-missing", "gru")
+def test_versions_the_store_lacks_are_named_not_promoted(mlflow_store):
+    store.configure("seqlab-gate-missing")
+    client = store.client()
+    name = registry.registered_name("seqlab-gate-missing", "gru")
     holder = _version(client, name, "A", 2.0)
-    assert tracking.promote(name, holder)["promoted"]
-    with tracking.model_run("seqlab-gate-missing", "gru", "train", "A") as run:
+    assert registry.promote(name, holder)["promoted"]
+    with runs.model_run("seqlab-gate-missing", "gru", "train", "A") as run:
         pass
-    mv = client.create_model_version(name, source="file:///nonexistent", run_id=run.info.run_id,
-                                     tags={tracking.DATA_HASH_TAG: "A"})
-    tracking.set_version_metrics(name, mv.version, {"test_bpc": 1.0})
-    assert tracking.holds_version(name, mv.version, run.info.run_id)
-    assert not tracking.holds_version(name, mv.version, "another-run")      # same number, other store's run
-    assert not tracking.holds_version(name, "99", run.info.run_id)
-    assert not tracking.holds_version("seqlab-no-such-model", "1", run.info.run_id)
+    mv = client.create_model_version(name, source="file:///nonexistent", run_id=run.id,
+                                     tags={runs.DATA_HASH_TAG: "A"})
+    registry.set_version_metrics(name, mv.version, {"test_bpc": 1.0})
+    assert registry.holds_version(name, mv.version, run.id)
+    assert not registry.holds_version(name, mv.version, "another-run")      # same number, other store's run
+    assert not registry.holds_version(name, "99", run.id)
+    assert not registry.holds_version("seqlab-no-such-model", "1", run.id)
 
     for version, run_id in (("99", None), (str(mv.version), "another-run")):
-        r = tracking.promote(name, version, run_id=run_id)
+        r = registry.promote(name, version, run_id=run_id)
         assert not r["promoted"] and not r["is_champion"], r
         assert "is not in the tracking store" in r["reason"] and r["holder_version"] == holder
-    r = tracking.promote(name, str(mv.version), run_id=run.info.run_id)
+    r = registry.promote(name, str(mv.version), run_id=run.id)
     assert r["promoted"] and r["holder_version"] == holder
 
 
-def test_model_run_tags_resume_and_history(store):
-    import mlflow
-    with tracking.model_run("seqlab-runs", "gru", "train", "hash1") as run:
-        tracking.log_history_metrics([{"epoch": 1, "loss": 2.0, "note": "x"},
+def test_model_run_tags_resume_and_history(mlflow_store):
+    with runs.model_run("seqlab-runs", "gru", "train", "hash1") as run:
+        runs.log_history_metrics([{"epoch": 1, "loss": 2.0, "note": "x"},
                                       {"epoch": 2, "loss": 1.5, "lr": 1e-3}])
-        run_id = run.info.run_id
-    with tracking.model_run("seqlab-runs", "gru", "evaluate", "hash1", run_id=run_id) as again:
-        assert again.info.run_id == run_id
-        mlflow.log_metric("test_bpc", 1.9)
-    client = tracking._client()
+        run_id = run.id
+    with runs.model_run("seqlab-runs", "gru", "evaluate", "hash1", run_id=run_id) as again:
+        assert again.id == run_id
+        again.log_metrics({"test_bpc": 1.9, "note": "not a number: skipped"})
+    client = store.client()
     got = client.get_run(run_id)
     assert got.info.run_name == "gru" and got.info.status == "FINISHED"
     tags = got.data.tags
@@ -232,22 +232,22 @@ def test_model_run_tags_resume_and_history(store):
     assert tags["stages"] == "train,evaluate" and "git_commit" in tags
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(1, 2.0), (2, 1.5)]
     assert got.data.metrics["test_bpc"] == 1.9
-    with tracking.model_run("seqlab-runs", "gru", "train", "hash1", run_id="0" * 32) as fresh:
-        assert fresh.info.run_id != run_id                      # unknown id: a new run
+    with runs.model_run("seqlab-runs", "gru", "train", "hash1", run_id="0" * 32) as fresh:
+        assert fresh.id != run_id                      # unknown id: a new run
 
 
-def test_log_keras_model_registers_loads_back(store, vocab_file):
+def test_log_keras_model_registers_loads_back(mlflow_store, vocab_file):
     import mlflow
     model = tiny_model()
     x = np.random.default_rng(0).integers(0, 20, size=(3, 7)).astype(np.int32)
-    name = tracking.registered_name("seqlab-keras", "lstm")
-    with tracking.model_run("seqlab-keras", "lstm", "train", "hashK"):
+    name = registry.registered_name("seqlab-keras", "lstm")
+    with runs.model_run("seqlab-keras", "lstm", "train", "hashK"):
         t0 = time.perf_counter()
-        version = tracking.log_keras_model(model, vocab_file, name, "hashK", {"test_bpc": 3.25})
+        version = keras_model.log_keras_model(model, vocab_file, name, "hashK", {"test_bpc": 3.25})
         seconds = time.perf_counter() - t0
     print(f"log_keras_model: {seconds:.2f} s")
     assert seconds < 30
-    client = tracking._client()
+    client = store.client()
     mv = client.get_model_version(name, version)
     assert mv.tags["data_hash"] == "hashK" and float(mv.tags["test_bpc"]) == 3.25
     uri = f"models:/{name}/{version}"
@@ -259,7 +259,7 @@ def test_log_keras_model_registers_loads_back(store, vocab_file):
     loaded = mlflow.keras.load_model(uri)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-6, atol=1e-6)
-    assert tracking.promote(name, version)["promoted"]
+    assert registry.promote(name, version)["promoted"]
 
 
 # --------------------------------------------------------------------------- mlflow server
@@ -327,16 +327,16 @@ def test_against_mlflow_server(mlflow_server, monkeypatch, vocab_file):
     import mlflow
     url, artifacts = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    assert tracking.tracking_uri() == url
-    name = tracking.registered_name("seqlab-server", "gru")
-    with tracking.model_run("seqlab-server", "gru", "train", "hashS") as run:
-        tracking.log_history_metrics([{"epoch": 1, "loss": 1.0}])
-        version = tracking.log_keras_model(tiny_model(seed=1), vocab_file, name, "hashS",
+    assert store.tracking_uri() == url
+    name = registry.registered_name("seqlab-server", "gru")
+    with runs.model_run("seqlab-server", "gru", "train", "hashS") as run:
+        runs.log_history_metrics([{"epoch": 1, "loss": 1.0}])
+        version = keras_model.log_keras_model(tiny_model(seed=1), vocab_file, name, "hashS",
                                            {"test_bpc": 2.0})
     assert mlflow.get_tracking_uri() == url
-    assert tracking.promote(name, version)["reason"] == "first version"
-    client = tracking._client()
-    assert client.get_run(run.info.run_id).data.tags["arch"] == "gru"
+    assert registry.promote(name, version)["reason"] == "first version"
+    client = store.client()
+    assert client.get_run(run.id).data.tags["arch"] == "gru"
     assert client.get_model_version_by_alias(name, "champion").tags["data_hash"] == "hashS"
     assert list(artifacts.rglob("vocab.json")), "artifacts must go through the server's store"
 
@@ -355,34 +355,43 @@ def stub_load_tokenizer(path):
     return StubTokenizer()
 
 
-def stub_make_stepper(model, cfg):
-    return {"model": model, "family": cfg.family}
+class StubNetwork:
+    def __init__(self, folder):
+        self.folder = folder
+
+    def stepper(self):
+        return {"network": self.folder, "family": "lstm"}
+
+
+def stub_load_network(folder):
+    assert (Path(folder) / "config.json").exists()
+    return StubNetwork(folder)
 
 
 def stub_generate(stepper, prompt_ids, num_tokens, rng, temperature, top_k, top_p):
-    """Stands in for pipeline.generation.generate: random ids, plus the settings it got."""
+    """Stands in for pipeline.generation.decoding.generate: random ids, plus the settings it got."""
     assert stepper["family"] == "lstm" and prompt_ids.dtype == np.int32
     ids = list(rng.integers(0, 26, size=num_tokens))
     return ids + [int(temperature * 10), top_k, int(top_p * 10)]
 
 
-def test_generator_pyfunc_with_stub_decoder(store, tmp_path, vocab_file):
+def test_generator_pyfunc_with_stub_decoder(mlflow_store, tmp_path, vocab_file):
     import mlflow
     import pandas as pd
 
-    from pipeline import serving
-    model_file = tmp_path / "net.keras"
-    tiny_model().save(model_file)
-    stubbed = serving.TextGenerator({"max_tokens": 4}, generate_fn=stub_generate,
-                                    make_stepper_fn=stub_make_stepper,
-                                    load_tokenizer_fn=stub_load_tokenizer)
-    with tracking.model_run("seqlab-serving", "lstm", "serve", "hashG"):
-        info = serving.log_generator(model_file, vocab_file, {"family": "lstm", "units": 8},
-                                     python_model=stubbed)
+    from pipeline.models.recurrent import RecurrentParams
+    folder = tmp_path / "net"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    stubbed = pyfunc.TextGenerator({"max_tokens": 4}, generate_fn=stub_generate,
+                                   load_network_fn=stub_load_network, load_tokenizer_fn=stub_load_tokenizer)
+    with runs.model_run("seqlab-serving", "lstm", "serve", "hashG"):
+        info = pyfunc.log_generator(folder, vocab_file, RecurrentParams(family="lstm", units=8),
+                                    python_model=stubbed)
     pf = mlflow.pyfunc.load_model(info.model_uri)
     assert info.signature.params.to_dict()[0]["default"] == 4
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri))
-    assert (local / "code" / "pipeline" / "serving.py").exists()   # decoding code travels along
+    assert (local / "code" / "pipeline" / "tracking" / "pyfunc.py").exists()   # decoding code travels along
 
     out = pf.predict(["ab", "cd"], params={"seed": 7, "temperature": 0.5})
     assert list(out.columns) == ["text"] and len(out) == 2
@@ -399,30 +408,23 @@ def test_generator_pyfunc_with_stub_decoder(store, tmp_path, vocab_file):
     assert len(pf.predict({"prompt": "z", "max_tokens": 1})["text"][0]) == 4
 
 
-def test_generator_real_decoding_path(store, tmp_path):
-    """The real helpers end to end: skips (with the import error) until they exist."""
-    try:
-        from pipeline.generation import generate  # noqa: F401
-        from pipeline.models import build_model, make_stepper  # noqa: F401
-        from pipeline.params import ModelParams
-        from pipeline.tokenizers import learn_tokenizer, load_tokenizer  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"real decoding path not available yet: {e!r}")
-    import dataclasses
-
+def test_generator_real_decoding_path(mlflow_store, tmp_path):
+    """The real helpers end to end: a saved network folder, its vocabulary, the real decoder."""
     import mlflow
 
-    from pipeline import serving
+    from pipeline.data.tokenizers import learn_tokenizer
+    from pipeline.models import build_model
+    from pipeline.models.network import save_network
+    from pipeline.models.recurrent import RecurrentParams
+
     tok = learn_tokenizer("char", "the quick brown fox jumps over the lazy dog\n" * 5, 40)
     vocab = tmp_path / "vocab.json"
     tok.save(vocab)
-    cfg = ModelParams(family="lstm", embed_dim=8, units=16, layers=1)
+    cfg = RecurrentParams(family="lstm", embed_dim=8, units=16, layers=1)
     model = build_model(cfg, tok.vocab_size, 32)
-    name = tracking.registered_name("seqlab-real", "lstm")
-    with tracking.model_run("seqlab-real", "lstm", "train", "hashR"):
-        version = tracking.log_keras_model(model, vocab, name, "hashR")
-        info = serving.log_generator_from_registry(f"models:/{name}/{version}",
-                                                   dataclasses.asdict(cfg))
+    save_network(tmp_path / "net", model, cfg, 32, tok.vocab_size)
+    with runs.model_run("seqlab-real", "lstm", "train", "hashR"):
+        info = pyfunc.log_generator(tmp_path / "net", vocab, cfg)
     pf = mlflow.pyfunc.load_model(info.model_uri)
     out = pf.predict(["the "], params={"max_tokens": 6, "seed": 3})
     assert isinstance(out["text"][0], str) and out["text"][0]

@@ -1,10 +1,16 @@
-"""Tiny model configurations shared by the model and generation tests: the real ModelParams."""
-from pipeline.params import ModelParams
+"""Tiny model configurations shared by the model and generation tests: each family's real parameters."""
+import dataclasses
+
+from pipeline.models.family import ModelParams
+from pipeline.models.registry import get_family
+
+# a few-hundred-parameter network of any family: the fields a family has are taken from here
+TINY = dict(embed_dim=12, units=16, layers=2, heads=2, ff_dim=0, kernel_size=2, dilations=[1, 2, 4], dropout=0.1,
+            embed_init="default", tie_embeddings=False)
 
 
 def tiny_cfg(family, **overrides) -> ModelParams:
-    """A few-hundred-parameter network of ``family``; keyword arguments override any field."""
-    cfg = dict(family=family, embed_dim=12, units=16, layers=2, heads=2, ff_dim=0, kernel_size=2,
-               dilations=[1, 2, 4], dropout=0.1, embed_init="default", tie_embeddings=False)
-    cfg.update(overrides)
-    return ModelParams(**cfg)
+    """A tiny network of ``family``; keyword arguments override (and must be fields of the family)."""
+    params = get_family(family).params
+    known = {f.name for f in dataclasses.fields(params)}
+    return params(family=family, **({k: v for k, v in TINY.items() if k in known} | overrides))

@@ -1,11 +1,45 @@
-"""WaveNet-style causal convolutional language model with fast (cached) decoding."""
+"""The conv family: a WaveNet-style dilated causal convolution with fast (cached) decoding.
+
+Embedding -> Dense(units) -> one gated residual block per entry of ``dilations`` -> head. Scored
+with windows of the training context, like the Transformer, although its stepper continues a
+stream exactly (its state holds each block's last inputs).
+"""
 from __future__ import annotations
 
-import keras
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from .base import Stepper
-from .layers import GatedResidualBlock, embedding_initializer
+from pipeline.config.schema import spec
+
+from .family import WINDOW, EmbeddingParams, Family, ParamError
+from .stepper import Stepper
+
+
+@dataclass(frozen=True)
+class ConvParams(EmbeddingParams):
+    units: int = field(default=256, metadata=spec(ge=1))            # channels
+    kernel_size: int = field(default=2, metadata=spec(ge=1))
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])   # one block each
+
+
+class Conv(Family):
+    name = "conv"
+    params = ConvParams
+    protocol = WINDOW
+
+    def check(self, cfg: ConvParams) -> None:
+        if not cfg.dilations or any(d < 1 for d in cfg.dilations):
+            raise ParamError("dilations", "expected a non-empty list of integers >= 1")
+
+    def build(self, cfg, vocab_size: int, max_len: int):
+        return build_conv(cfg, vocab_size)
+
+    def stepper(self, model, cfg, max_len: int):
+        return ConvStepper(model, cfg)
+
+
+FAMILIES = (Conv(),)
 
 
 def conv_dilations(cfg) -> list[int]:
@@ -22,13 +56,17 @@ def receptive_field(cfg) -> int:
     return 1 + sum((int(cfg.kernel_size) - 1) * d for d in conv_dilations(cfg))
 
 
-def build_conv(cfg, vocab_size: int) -> keras.Model:
+def build_conv(cfg, vocab_size: int):
     """Embedding -> Dense(units) -> residual blocks (dilated causal conv, tanh*sigmoid gate,
     1x1 residual + skip) -> relu(sum of skips) -> Dense(units, relu) -> Dense(V, float32).
 
     Layer names: "embedding", "input_proj", "block_{i}", "skip_sum", "head_relu", "head",
     "dropout", "logits".
     """
+    import keras
+
+    from .layers import GatedResidualBlock, embedding_initializer
+
     if int(cfg.kernel_size) < 1:
         raise ValueError("conv kernel_size must be >= 1")
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
@@ -45,6 +83,8 @@ def build_conv(cfg, vocab_size: int) -> keras.Model:
 
 
 def _head(skips, cfg, vocab_size, model=None):
+    import keras
+
     def layer(name, make):
         return model.get_layer(name) if model is not None else make()
 
@@ -68,7 +108,9 @@ class ConvStepper(Stepper):
 
     max_context = None
 
-    def __init__(self, model: keras.Model, cfg):
+    def __init__(self, model, cfg):
+        import keras
+
         self.receptive_field = receptive_field(cfg)
         self.units = int(cfg.units)
         self.histories = [(int(cfg.kernel_size) - 1) * d for d in conv_dilations(cfg)]

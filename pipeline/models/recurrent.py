@@ -1,25 +1,71 @@
-"""Recurrent language models: SimpleRNN, LSTM, GRU stacks (cuDNN-eligible settings).
+"""The recurrent families rnn, lstm and gru: stacks of SimpleRNN, LSTM or GRU (cuDNN-eligible).
 
 The layers are the hoisted-projection subclasses of ``pipeline.models.fast_rnn`` (same weights,
 same results as keras.layers.SimpleRNN/LSTM/GRU; faster on CPU, the stock cuDNN path on a GPU).
+Scored as one stream: the state is carried across the whole split.
 """
 from __future__ import annotations
 
-import keras
+from dataclasses import dataclass, field
+from typing import ClassVar
+
 import numpy as np
 
-from .base import Stepper
-from .fast_rnn import FastGRU, FastLSTM, FastSimpleRNN
-from .layers import embedding_initializer
+from pipeline.config.schema import spec
 
-_RNN_CLASSES = {"rnn": FastSimpleRNN, "lstm": FastLSTM, "gru": FastGRU}
+from .family import STREAM, EmbeddingParams, Family
+from .stepper import Stepper
 
 
-def _num_states(family: str) -> int:
-    return 2 if family == "lstm" else 1
+@dataclass(frozen=True)
+class RecurrentParams(EmbeddingParams):
+    layers: int = field(default=2, metadata=spec(ge=1))
+    recurrent_init: str = field(default="default", metadata=spec(choices=("default", "uniform")))
+
+
+class Recurrent(Family):
+    """One stack of recurrent layers; subclasses name the Keras layer and its state count."""
+    params = RecurrentParams
+    protocol = STREAM
+    layer: ClassVar[str]          # the class in pipeline.models.fast_rnn
+    states_per_layer: ClassVar[int] = 1
+    forget_bias: ClassVar[bool] = False   # the LSTM's unit forget-gate bias under Keras's initialisers
+
+    def build(self, cfg, vocab_size: int, max_len: int):
+        return build_recurrent(self, cfg, vocab_size)
+
+    def stepper(self, model, cfg, max_len: int):
+        return RecurrentStepper(model, cfg, self.states_per_layer)
+
+    def layer_class(self):
+        from . import fast_rnn
+        return getattr(fast_rnn, self.layer)
+
+
+class RNN(Recurrent):
+    name = "rnn"
+    layer = "FastSimpleRNN"
+
+
+class LSTM(Recurrent):
+    name = "lstm"
+    layer = "FastLSTM"
+    states_per_layer = 2
+    forget_bias = True
+    xla_on_gpu = False      # keep the cuDNN kernel
+
+
+class GRU(Recurrent):
+    name = "gru"
+    layer = "FastGRU"
+    xla_on_gpu = False      # keep the cuDNN kernel
+
+
+FAMILIES = (RNN(), LSTM(), GRU())
 
 
 def _uniform(bound: float):
+    import keras
     return keras.initializers.RandomUniform(-bound, bound)
 
 
@@ -32,7 +78,7 @@ def _uniform_bound(cfg) -> float | None:
     return 1.0 / float(np.sqrt(cfg.units))
 
 
-def recurrent_layer_initializers(cfg) -> dict:
+def recurrent_layer_initializers(cfg, forget_bias: bool = False) -> dict:
     """Initialiser arguments of one recurrent layer, by ``cfg.recurrent_init`` (new objects each call).
 
     "default": Keras's (Glorot-uniform input kernels, orthogonal recurrent kernels, zero biases,
@@ -46,7 +92,7 @@ def recurrent_layer_initializers(cfg) -> dict:
         return {}
     rnn = {"kernel_initializer": _uniform(bound), "recurrent_initializer": _uniform(bound),
            "bias_initializer": _uniform(bound)}
-    if cfg.family == "lstm":
+    if forget_bias:
         rnn["unit_forget_bias"] = False
     return rnn
 
@@ -57,7 +103,7 @@ def output_initializers(cfg) -> dict:
     return {} if bound is None else {"kernel_initializer": _uniform(bound), "bias_initializer": _uniform(bound)}
 
 
-def build_recurrent(cfg, vocab_size: int) -> keras.Model:
+def build_recurrent(family: Recurrent, cfg, vocab_size: int):
     """Embedding -> `cfg.layers` x (RNN [-> Dropout]) -> Dense(V, float32).
 
     Layer names: "embedding", "rnn_{i}", "dropout_{i}", "logits". The RNN layers are built with
@@ -69,7 +115,11 @@ def build_recurrent(cfg, vocab_size: int) -> keras.Model:
     initialisers, the input projection hoisted out of the time loop and a hand-written backward
     pass on CPU, the stock (cuDNN) implementation where Keras would use cuDNN.
     """
-    cls = _RNN_CLASSES[cfg.family]
+    import keras
+
+    from .layers import embedding_initializer
+
+    cls = family.layer_class()
     if cfg.layers < 1:
         raise ValueError("recurrent models need layers >= 1")
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
@@ -78,11 +128,11 @@ def build_recurrent(cfg, vocab_size: int) -> keras.Model:
                                name="embedding")(ids)
     for i in range(cfg.layers):
         x = cls(cfg.units, return_sequences=True, return_state=True, name=f"rnn_{i}",
-                **recurrent_layer_initializers(cfg))(x)[0]
+                **recurrent_layer_initializers(cfg, family.forget_bias))(x)[0]
         if cfg.dropout > 0:
             x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
     logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits", **output_initializers(cfg))(x)
-    return keras.Model(ids, logits, name=f"{cfg.family}_lm")
+    return keras.Model(ids, logits, name=f"{family.name}_lm")
 
 
 class RecurrentStepper(Stepper):
@@ -94,11 +144,11 @@ class RecurrentStepper(Stepper):
 
     max_context = None
 
-    def __init__(self, model: keras.Model, cfg):
-        self.family = cfg.family
+    def __init__(self, model, cfg, per_layer: int):
+        import keras
+
         self.units = int(cfg.units)
         self.num_layers = int(cfg.layers)
-        per_layer = _num_states(self.family)
         self.num_states = self.num_layers * per_layer
         ids = keras.Input(shape=(None,), dtype="int32", name="ids")
         states = keras.Input(shape=(self.num_states, self.units), name="states")

@@ -1,19 +1,58 @@
-"""Decoder-only (GPT-style, pre-LN) transformer with a key/value-cached stepper."""
+"""The Transformer family: a decoder-only (GPT-style, pre-LN) model with a key/value-cached stepper.
+
+Attention is ``keras.ops.dot_product_attention`` (each backend's own kernel); ``dropout`` applies to
+the embeddings and the residual branches. Scored with windows of the training context (learned
+positions: T <= max_len).
+"""
 from __future__ import annotations
 
-import keras
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from .base import Stepper
-from .layers import (CachedAttentionMask, DecoderBlock, PositionEmbedding, TokenEmbedding,
-                     embedding_initializer)
+from pipeline.config.schema import spec
+
+from .family import WINDOW, EmbeddingParams, Family, ParamError, matmul_weights
+from .stepper import Stepper, bucket
+
+
+@dataclass(frozen=True)
+class TransformerParams(EmbeddingParams):
+    units: int = field(default=256, metadata=spec(ge=1))     # model width
+    layers: int = field(default=2, metadata=spec(ge=1))
+    heads: int = field(default=4, metadata=spec(ge=1))
+    ff_dim: int = field(default=0, metadata=spec(ge=0))      # 0: 4 * units
+    tie_embeddings: bool = False
+
+
+class Transformer(Family):
+    name = "transformer"
+    params = TransformerParams
+    protocol = WINDOW
+
+    def check(self, cfg: TransformerParams) -> None:
+        if cfg.units % cfg.heads:
+            raise ParamError("units", f"{cfg.units} is not divisible by heads={cfg.heads}")
+
+    def build(self, cfg, vocab_size: int, max_len: int):
+        return build_transformer(cfg, vocab_size, max_len)
+
+    def stepper(self, model, cfg, max_len: int):
+        return TransformerStepper(model, cfg)
+
+    def flops_per_token(self, model, cfg, context: int) -> float:
+        """nanoGPT's estimate_mfu: 6 per weight plus attention, 12 * layers * width * context."""
+        return 6.0 * matmul_weights(model) + 12.0 * cfg.layers * cfg.units * context
+
+
+FAMILIES = (Transformer(),)
 
 
 def _ff_dim(cfg) -> int:
     return int(cfg.ff_dim) if int(getattr(cfg, "ff_dim", 0) or 0) > 0 else 4 * int(cfg.units)
 
 
-def build_transformer(cfg, vocab_size: int, max_len: int) -> keras.Model:
+def build_transformer(cfg, vocab_size: int, max_len: int):
     """Token embedding (embed_dim) [-> Dense(units) if embed_dim != units] + learned positions
     (max_len) [-> Dropout] -> `cfg.layers` x DecoderBlock -> LayerNorm -> logits.
 
@@ -23,6 +62,10 @@ def build_transformer(cfg, vocab_size: int, max_len: int) -> keras.Model:
     Layer names: "embedding", "embed_proj", "positions", "embed_dropout", "block_{i}",
     "final_ln", "unembed_proj", "logits" (untied only).
     """
+    import keras
+
+    from .layers import DecoderBlock, PositionEmbedding, TokenEmbedding, embedding_initializer
+
     units, heads = int(cfg.units), int(cfg.heads)
     tie = bool(getattr(cfg, "tie_embeddings", False))
     init = embedding_initializer(cfg.embed_init)
@@ -45,6 +88,8 @@ def build_transformer(cfg, vocab_size: int, max_len: int) -> keras.Model:
 
 
 def _head(x, cfg, vocab_size, units, tie, embedding, model=None):
+    import keras
+
     def layer(name, make):
         return model.get_layer(name) if model is not None else make()
 
@@ -54,12 +99,6 @@ def _head(x, cfg, vocab_size, units, tie, embedding, model=None):
             x = layer("unembed_proj", lambda: keras.layers.Dense(cfg.embed_dim, name="unembed_proj"))(x)
         return embedding(x, reverse=True)
     return layer("logits", lambda: keras.layers.Dense(vocab_size, dtype="float32", name="logits"))(x)
-
-
-def _bucket(n: int, cap: int) -> int:
-    """Cache slots passed to the compiled step: a power of two >= n, at least 16, at most cap.
-    Keeps the number of distinct shapes (retraces under jax) logarithmic in max_len."""
-    return min(cap, max(16, 1 << max(0, n - 1).bit_length()))
 
 
 class _KVBuffer:
@@ -90,11 +129,15 @@ class TransformerStepper(Stepper):
     written into the host cache.
     """
 
-    def __init__(self, model: keras.Model, cfg, max_len: int | None = None):
+    def __init__(self, model, cfg, max_len: int | None = None):
         self.max_context = int(max_len or model.get_layer("positions").max_len)
         self.num_layers = int(cfg.layers)
         self.heads = int(cfg.heads)
         self.head_dim = int(cfg.units) // self.heads
+        import keras
+
+        from .layers import CachedAttentionMask
+
         units = int(cfg.units)
         tie = bool(getattr(cfg, "tie_embeddings", False))
         ids = keras.Input(shape=(None,), dtype="int32", name="ids")
@@ -138,7 +181,7 @@ class TransformerStepper(Stepper):
             fresh = self._alloc(batch)
             fresh.array[:, :, :n] = buf.array[:, :, :n]
             buf = fresh
-        s = _bucket(n, self.max_context)
+        s = bucket(n, self.max_context)
         logits, new_kv = self.step_model.predict_on_batch(
             [ids, np.full((batch,), n, np.int32), buf.array[:, :, :s]])
         buf.array[:, :, n:n + steps] = new_kv

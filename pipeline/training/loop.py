@@ -9,7 +9,7 @@ configuration is unchanged), and a clear error on the first non-finite loss.
 Under tf.distribute (see ``README.md``, "Several GPUs or machines"):
 
 - ``train.batch_size`` is the *global* batch: each of the R replicas gets ``batch_size / R`` rows
-  of the same global batch a single device would see (``pipeline.dataset.train_dataset``), and the
+  of the same global batch a single device would see (``pipeline.data.windows.train_dataset``), and the
   loss is averaged over the global batch (``tf.nn.compute_average_loss``), so the gradients summed
   across replicas are the gradient of the global-batch mean.
 - The loop sums the gradients across replicas itself (:func:`apply_aggregated`) and the optimizer
@@ -20,35 +20,31 @@ Under tf.distribute (see ``README.md``, "Several GPUs or machines"):
 - XLA compiles the whole step on one replica; with several replicas it compiles the forward and
   backward pass of each replica, while the all-reduce and the optimizer update (``merge_call``)
   stay outside XLA.
-- Under MultiWorkerMirroredStrategy only the chief (:func:`pipeline.runtime.is_chief`) writes the
+- Under MultiWorkerMirroredStrategy only the chief (:func:`pipeline.training.runtime.is_chief`) writes the
   checkpoint, prints progress and calls ``on_epoch``; at start every worker takes the chief's
   checkpoint (epoch, weights, optimizer state) through one collective, so the workers resume
   together even when only the chief's disk holds the file.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-import hashlib
-import json
 import math
-import os
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from pipeline.dataset import check_length, eval_windows, train_dataset
+from pipeline.data.windows import check_length, eval_windows, train_dataset
 from pipeline.errors import DivergenceError, SeqlabError
-from pipeline.params import ModelParams, TrainParams
-from pipeline.runtime import is_chief, resolve_jit, resolve_precision, resolve_strategy
+from pipeline.config.params import TrainParams
+from pipeline.models.family import ModelParams
+from pipeline.models.registry import family_of
+from pipeline.training.checkpoint import Checkpoint, fingerprint
+from pipeline.training.optimizer import apply_aggregated, make_optimizer
+from pipeline.training.runtime import is_chief, resolve_jit, resolve_precision, resolve_strategy
 
-CHECKPOINT_FORMAT = 2  # 2: model.variables (RNG states included), resolved precision in the fingerprint
-# settings that change how a step runs, not what it computes: a checkpoint resumes across them
-_RUNTIME_ONLY = ("jit_compile", "distribute")
 
 
 @dataclass
@@ -62,108 +58,6 @@ class TrainResult:
     settings: dict
     steps_run: int = 0       # optimizer steps run by this process (fewer than ``steps`` after a resume)
     is_chief: bool = True    # False on the non-chief workers of a multi-worker run: they write nothing
-
-
-def fingerprint(model_cfg: ModelParams, train_cfg: TrainParams, vocab_size: int, data_hash: str, seed: int,
-                precision: str | None = None) -> str:
-    train = {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in _RUNTIME_ONLY}
-    if precision is not None:
-        train["precision"] = precision  # resolved: "auto" means different things on CPU and GPU
-    blob = json.dumps([CHECKPOINT_FORMAT, dataclasses.asdict(model_cfg), train, vocab_size, data_hash, seed],
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-class Checkpoint:
-    """Model variables, optimizer state and history after each epoch, in one npz (no pickle)."""
-
-    def __init__(self, folder: Path, fp: str):
-        self.path = Path(folder) / "last.npz"
-        self.fp = fp
-
-    def load(self):
-        if not self.path.exists():
-            return None
-        try:
-            with np.load(self.path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                if meta.get("fingerprint") != self.fp:
-                    return None
-                n_w, n_o = meta["n_weights"], meta["n_opt"]
-                return meta, [z[f"w{i}"] for i in range(n_w)], [z[f"o{i}"] for i in range(n_o)]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # unreadable: train from scratch
-            print(f"ignoring the unreadable checkpoint {self.path}: {e}", flush=True)
-            return None
-
-    def save(self, meta: dict, weights: list, opt_vars: list) -> None:
-        """Atomic and durable: a kill or a power cut leaves the previous checkpoint or this one."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {**meta, "fingerprint": self.fp, "n_weights": len(weights), "n_opt": len(opt_vars)}
-        arrays = {f"w{i}": w for i, w in enumerate(weights)} | {f"o{i}": o for i, o in enumerate(opt_vars)}
-        tmp = self.path.with_suffix(".tmp.npz")
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-@functools.cache
-def _adamw_class():
-    """keras.optimizers.AdamW taking gradients the loop has already summed across replicas.
-
-    Keras 3's TensorFlow optimizer all-reduces inside ``apply`` (``_all_reduce_sum_gradients``),
-    after clipping; the loop all-reduces first (:func:`apply_aggregated`) so that clipping sees the
-    summed gradient, and this subclass skips the second sum.
-    """
-    import keras
-    if not hasattr(keras.optimizers.AdamW, "_all_reduce_sum_gradients"):
-        raise RuntimeError("this Keras version no longer all-reduces in TFOptimizer._all_reduce_sum_gradients; "
-                           "pipeline.training.apply_aggregated must be revisited")
-
-    class PreAggregatedAdamW(keras.optimizers.AdamW):
-        def _all_reduce_sum_gradients(self, grads_and_vars):
-            return list(grads_and_vars)
-
-    return PreAggregatedAdamW
-
-
-def make_optimizer(cfg: TrainParams, total_steps: int, precision: str = "float32"):
-    """AdamW (warm-up + cosine, global-norm clipping), wrapped for dynamic loss scaling under float16.
-
-    Use it with :func:`apply_aggregated`, which sums the gradients across replicas first.
-    """
-    import keras
-    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else cfg.learning_rate,
-        decay_steps=max(total_steps - warmup, 1), alpha=cfg.min_lr_ratio,
-        warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup)
-    opt = _adamw_class()(learning_rate=schedule, weight_decay=cfg.weight_decay, beta_1=cfg.beta1,
-                         beta_2=cfg.beta2, global_clipnorm=cfg.clipnorm or None)
-    # decay matrices only, as is usual: never biases, norms or gains
-    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    if precision == "mixed_float16":  # what Model.compile does for this policy; fit is not used here
-        opt = keras.optimizers.LossScaleOptimizer(opt)
-    return opt
-
-
-def apply_aggregated(optimizer, grads, variables) -> None:
-    """In replica context: sum ``grads`` across all replicas, then apply them with ``optimizer``.
-
-    ``optimizer`` comes from :func:`make_optimizer`: it unscales (loss scaling), clips the global
-    norm of the summed gradient, and updates every replica's copy with the same values.
-    """
-    import tensorflow as tf
-    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-    grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
-    ctx = tf.distribute.get_replica_context()
-    if ctx is not None and ctx.num_replicas_in_sync > 1:
-        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-    optimizer.apply(grads, variables)
 
 
 def _replica_sum(strategy, values: list[np.ndarray], chief_only: bool) -> list[np.ndarray]:
@@ -219,9 +113,10 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
     # MultiWorkerMirroredStrategy configures the collective runtime: before any other TF op
     strategy = resolve_strategy(cfg.distribute)
     keras.utils.set_random_seed(seed)
-    precision = resolve_precision(cfg.precision)
+    family = family_of(model_cfg)
+    precision = resolve_precision(cfg.precision, family)
     keras.mixed_precision.set_dtype_policy(precision)
-    jit = resolve_jit(cfg.jit_compile, model_cfg.family)
+    jit = resolve_jit(cfg.jit_compile, family)
     replicas = strategy.num_replicas_in_sync
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     chief = is_chief() if multi_worker else True
@@ -350,8 +245,9 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
         seconds = time.perf_counter() - t_epoch
         step_time += seconds
         run_time += seconds
-        row = {"epoch": epoch + 1, "step": (epoch + 1) * cfg.steps_per_epoch,
-               "train_loss": float(np.mean(epoch_losses)), "valid_loss": valid_loss(),
+        step = (epoch + 1) * cfg.steps_per_epoch
+        row = {"epoch": epoch + 1, "step": step, "tokens_seen": step * tokens_per_step,
+               "train_seconds": step_time, "train_loss": float(np.mean(epoch_losses)), "valid_loss": valid_loss(),
                "learning_rate": lr, "seconds": seconds, "tokens_per_second": tokens_per_step * done / seconds}
         row["valid_bits_per_token"] = row["valid_loss"] / math.log(2)
         history.append(row)

@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 
-from pipeline.dataset import with_bos
-
-RECURRENT = ("rnn", "lstm", "gru")
+from pipeline.data.windows import with_bos
+from pipeline.models.family import STREAM
+from pipeline.models.registry import family_of
 
 
 def split_metrics(logprobs: np.ndarray, chars: int) -> dict:
@@ -68,13 +68,19 @@ def windowed_logprobs(model, ids: np.ndarray, window: int, stride: int, batch_si
     return out
 
 
-def network_logprobs(model, stepper, family: str, ids: np.ndarray, window: int, stride_fraction: float,
-                     batch_size: int) -> tuple[np.ndarray, dict]:
-    """Score a split under the protocol of the family; returns log-probs and the protocol record."""
-    if family in RECURRENT:
-        from pipeline.generation import stream_logprobs
-        return stream_logprobs(stepper, ids), {"protocol": "stream", "state_carried": True}
+def network_logprobs(network, ids: np.ndarray, stride_fraction: float, batch_size: int,
+                     stepper=None) -> tuple[np.ndarray, dict]:
+    """Score a split of ``network`` (a loaded ``pipeline.models.network.Network``) under its family's
+    protocol; returns the log-probs and the protocol record.
+
+    ``stream``: the stepper's state is carried across the whole split (``stepper``, or a new one).
+    ``window``: windows of the training context (``network.seq_len``), ``stride_fraction`` apart.
+    """
+    if family_of(network.cfg).protocol == STREAM:
+        from pipeline.scoring.stream import stream_logprobs
+        return stream_logprobs(stepper or network.stepper(), ids), {"protocol": "stream", "state_carried": True}
+    window = network.seq_len
     stride = max(1, int(round(window * stride_fraction)))
-    lp = windowed_logprobs(model, ids, window, stride, batch_size)
+    lp = windowed_logprobs(network.model, ids, window, stride, batch_size)
     return lp, {"protocol": "sliding-window", "window": window, "stride": stride,
                 "min_context": window - stride if len(ids) > window else 0}

@@ -29,7 +29,6 @@ exactly the ARPA representation, so ``write_arpa`` is lossless (up to the printe
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import sys
@@ -40,8 +39,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.sampling import sample_token
-from pipeline.vocab_layout import BOS_ID, UNK_ID
+from pipeline.generation.sampling import sample_token
+from pipeline.data.vocab_layout import BOS_ID, UNK_ID
 
 __all__ = ["KneserNeyLM", "ArpaModel", "read_arpa", "kn_discounts", "arpa_escape",
            "FALLBACK_DISCOUNTS", "MAX_ORDER"]
@@ -406,7 +405,7 @@ class KneserNeyLM:
 
     def sample(self, context: np.ndarray, num_tokens: int, rng: np.random.Generator, temperature: float = 1.0,
                top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
-        """Draw ``num_tokens`` ids after ``context`` with :func:`pipeline.sampling.sample_token` (never BOS)."""
+        """Draw ``num_tokens`` ids after ``context`` with :func:`pipeline.generation.sampling.sample_token` (never BOS)."""
         hist = self._history(context)
         keep = self.order - 1
         out = np.empty(int(num_tokens), dtype=np.int64)

@@ -11,24 +11,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import serving, tracking
+from pipeline.tracking.keras_model import log_keras_model
+from pipeline.tracking.pyfunc import log_generator
+from pipeline.tracking.registry import holds_version
+from pipeline.tracking.runs import model_run
 
 RESTORED_TAG = "registered_from_dvc_cache"
 
 
-def register_network(folder: Path, model, model_cfg: dict, vocab_path: Path, name: str, data_hash: str,
-                     generate) -> str:
-    """Log ``model`` and its generator (``folder``, a ``save_network`` folder) to the active run,
-    register the Keras model as a new version of ``name``; returns the version."""
-    version = tracking.log_keras_model(model, vocab_path, name, data_hash)
-    serving.log_generator(folder, vocab_path, model_cfg,
+def register_network(network, folder: Path, vocab_path: Path, name: str, data_hash: str, generate) -> str:
+    """Log ``network`` (a ``Network``, saved in ``folder``) and its text generator to the active
+    run, register the Keras model as a new version of ``name``; returns the version."""
+    version = log_keras_model(network.model, vocab_path, name, data_hash)
+    log_generator(folder, vocab_path, network.cfg,
                           defaults={"max_tokens": generate.max_tokens, "temperature": generate.temperature,
                                     "top_k": generate.top_k, "top_p": generate.top_p})
     return version
 
 
-def ensure_registered(experiment: str, arch: str, summary: dict, folder: Path, model, model_cfg: dict,
-                      vocab_path: Path, data_hash: str, generate) -> dict:
+def ensure_registered(experiment: str, arch: str, summary: dict, folder: Path, network, vocab_path: Path,
+                      data_hash: str, generate) -> dict:
     """The training run and registered version of the network in ``folder``, registering it if needed.
 
     ``summary`` is the folder's ``run.json`` as the train stage wrote it. When the store holds
@@ -38,13 +40,12 @@ def ensure_registered(experiment: str, arch: str, summary: dict, folder: Path, m
     registers the network as a new version. Returns ``{"run_id", "version"}``.
     """
     name = summary["registered_model"]
-    if tracking.holds_version(name, summary["version"], summary["run_id"]):
+    if holds_version(name, summary["version"], summary["run_id"]):
         return {"run_id": summary["run_id"], "version": str(summary["version"])}
-    with tracking.model_run(experiment, arch, "train", data_hash) as run:
-        import mlflow
-        mlflow.set_tag(RESTORED_TAG, summary["run_id"])
-        mlflow.log_metrics({k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")})
-        version = register_network(folder, model, model_cfg, vocab_path, name, data_hash, generate)
+    with model_run(experiment, arch, "train", data_hash) as run:
+        run.set_tag(RESTORED_TAG, summary["run_id"])
+        run.log_metrics({k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")})
+        version = register_network(network, folder, vocab_path, name, data_hash, generate)
     print(f"{arch}: the tracking store has no version {summary['version']} of {name} from run {summary['run_id']} "
-          f"(the network came from DVC's cache); registered it as version {version}, run {run.info.run_id}")
-    return {"run_id": run.info.run_id, "version": version}
+          f"(the network came from DVC's cache); registered it as version {version}, run {run.id}")
+    return {"run_id": run.id, "version": version}

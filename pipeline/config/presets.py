@@ -6,12 +6,12 @@ section, because a preset chooses which networks run. The result is validated li
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
+from pipeline.paths import PRESETS
 
 from pipeline.errors import SeqlabError
-from pipeline.params import Params, deep_merge, parse_params, read_yaml
+from pipeline.config.params import Params, deep_merge, parse_params, read_yaml
 
-PRESETS = Path(__file__).resolve().parents[1] / "presets"
+
 
 
 def available() -> list[str]:

@@ -1,64 +1,18 @@
-"""Sampling from, and stream scoring with, a model Stepper (pipeline.models.make_stepper).
+"""Stream scoring with a Stepper: log p(x_t | everything before t) for every token of a split.
 
-Both functions are backend-agnostic: they only call ``stepper.initial_state`` and
-``stepper(ids, state)`` and work on numpy arrays.
+Backend-agnostic: only ``stepper.initial_state`` and ``stepper(ids, state)`` on numpy arrays.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.sampling import sample_token
-from pipeline.vocab_layout import BOS_ID
+from pipeline.data.vocab_layout import BOS_ID
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
+def log_softmax(logits: np.ndarray) -> np.ndarray:
     x = np.asarray(logits, dtype=np.float64)
     m = np.max(x, axis=-1, keepdims=True)
     return x - (m + np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)))
-
-
-def generate(stepper, prompt_ids: np.ndarray, num_tokens: int, rng: np.random.Generator,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
-    """Sample ``num_tokens`` ids continuing ``prompt_ids`` (1-D, without BOS).
-
-    Feeds [BOS] + prompt as one prefill, then one token per call, carrying the stepper state.
-    BOS is never emitted (its score is set to -inf before sampling). temperature 0 is greedy.
-    If the stepper has a ``max_context`` and the next call would exceed it, the state is
-    rebuilt by prefilling the last ``max_context - 1`` tokens of the sequence so far (a sliding
-    window; BOS drops out of it). A prompt longer than max_context is cut the same way.
-    Returns the sampled ids (int32, shape (num_tokens,)), without the prompt.
-    """
-    prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
-    num_tokens = int(num_tokens)
-    if num_tokens <= 0:
-        return np.zeros((0,), np.int32)
-    max_context = stepper.max_context
-    if max_context is not None and max_context < 2:
-        raise ValueError(f"max_context {max_context} leaves no room for a sliding window")
-    seq = [BOS_ID] + [int(t) for t in prompt]
-
-    def prefill(tokens):
-        state = stepper.initial_state(1)
-        logits, state = stepper(np.asarray([tokens], dtype=np.int32), state)
-        return logits[0, -1], state, len(tokens)
-
-    window = seq if max_context is None or len(seq) <= max_context else seq[-(max_context - 1):]
-    last, state, held = prefill(window)
-    out = np.empty((num_tokens,), np.int32)
-    for i in range(num_tokens):
-        scores = np.array(last, dtype=np.float64)
-        scores[BOS_ID] = -np.inf
-        token = sample_token(scores, rng, temperature=temperature, top_k=top_k, top_p=top_p)
-        out[i] = token
-        seq.append(token)
-        if i + 1 == num_tokens:
-            break
-        if max_context is not None and held + 1 > max_context:
-            last, state, held = prefill(seq[-(max_context - 1):])
-        else:
-            logits, state = stepper(np.asarray([[token]], dtype=np.int32), state)
-            last, held = logits[0, -1], held + 1
-    return out
 
 
 def stream_logprobs(stepper, ids: np.ndarray, chunk: int = 256, batch_size: int = 1,
@@ -91,7 +45,7 @@ def stream_logprobs(stepper, ids: np.ndarray, chunk: int = 256, batch_size: int 
 
 
 def _pick(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    lp = _log_softmax(logits)
+    lp = log_softmax(logits)
     return np.take_along_axis(lp, targets[..., None].astype(np.int64), axis=-1)[..., 0]
 
 

@@ -13,21 +13,18 @@ continuation of each prompt. Example request::
     # also {"inputs": ["The ", "A "], "params": {...}} and {"inputs": {"prompt": [...], ...}}
     # -> {"predictions": [{"text": "..."}, ...]}
 
-Artifacts of the logged pyfunc: the network (a ``.keras`` file, or a folder written by
-``pipeline.saved_model.save_network``), ``vocab.json`` and the model config as JSON. The
-``pipeline`` package itself is shipped as the model's code, so a served model decodes with the
-exact code it was logged with.
+Artifacts of the logged pyfunc: the network folder (``pipeline.models.network.save_network``:
+weights and config) and ``vocab.json``. The ``pipeline`` package itself (and the source of a family
+from the user's own code) is shipped as the model's code, so a served model decodes with the exact
+code it was logged with.
 
-The decoding helpers (``pipeline.generation.generate``, ``pipeline.models.make_stepper``,
-``pipeline.tokenizers.load_tokenizer``) are imported lazily inside the pyfunc's methods; tests
+The helpers (``pipeline.generation.decoding.generate``, ``pipeline.models.network.load_network``,
+``pipeline.data.tokenizers.load_tokenizer``) are imported lazily inside the pyfunc's methods; tests
 inject stubs through the :class:`TextGenerator` constructor.
 """
 from __future__ import annotations
 
-import json
 import math
-import tempfile
-import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,69 +37,41 @@ DEFAULTS: dict[str, Any] = {"max_tokens": 200, "temperature": 1.0, "top_k": 0, "
 _TYPES = {"max_tokens": int, "temperature": float, "top_k": int, "top_p": float, "seed": int}
 
 
-def _model_cfg_object(cfg: dict):
-    """``pipeline.params.ModelParams`` when it accepts ``cfg``, else an attribute namespace."""
-    try:
-        from pipeline.params import ModelParams
-        return ModelParams(**cfg)
-    except Exception:  # unfinished module or extra keys: make_stepper only reads attributes
-        return types.SimpleNamespace(**cfg)
-
-
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 class TextGenerator(mlflow.pyfunc.PythonModel):
-    """Generates text from prompts with a seqlab network, its vocabulary and its config.
+    """Generates text from prompts with a saved seqlab network and its vocabulary.
 
-    ``generate_fn``, ``make_stepper_fn``, ``load_tokenizer_fn`` and ``load_model_fn`` replace
-    the real helpers (tests only); left as None, the real ones are imported when the model is
-    loaded. Nothing but these (None in production) and ``defaults`` is pickled with the model.
+    ``generate_fn``, ``load_network_fn`` and ``load_tokenizer_fn`` replace the real helpers (tests
+    only); left as None, the real ones are imported when the model is loaded. Nothing but these
+    (None in production) and ``defaults`` is pickled with the model.
     """
 
     def __init__(self, defaults: dict | None = None, *, generate_fn: Callable | None = None,
-                 make_stepper_fn: Callable | None = None,
-                 load_tokenizer_fn: Callable | None = None,
-                 load_model_fn: Callable | None = None):
+                 load_network_fn: Callable | None = None, load_tokenizer_fn: Callable | None = None):
         self.defaults = {**DEFAULTS, **(defaults or {})}
         self.generate_fn = generate_fn
-        self.make_stepper_fn = make_stepper_fn
+        self.load_network_fn = load_network_fn
         self.load_tokenizer_fn = load_tokenizer_fn
-        self.load_model_fn = load_model_fn
 
     # ---- loading
-    @staticmethod
-    def _load_network(path: str, cfg):
-        """A ``.keras`` file, or a ``save_network`` folder (config.json + weights)."""
-        p = Path(path)
-        if p.is_dir():
-            from pipeline.saved_model import load_network
-            return load_network(p)[0]
-        import keras
-        try:
-            import pipeline.models  # noqa: F401  registers the custom layers before loading
-        except ImportError:         # a model made of stock Keras layers still loads
-            pass
-        return keras.saving.load_model(p, compile=False)
-
     def load_context(self, context) -> None:
-        cfg_path = context.artifacts.get("config")
-        cfg = json.loads(Path(cfg_path).read_text(encoding="utf-8")) if cfg_path else {}
-        self.model_cfg = _model_cfg_object(cfg)
+        """Runs where the logged model is loaded, with the code logged with it (its imports are
+        marked "load time": the stage that logs the model never runs them)."""
         if self.load_tokenizer_fn is None:
-            from pipeline.tokenizers import load_tokenizer
+            from pipeline.data.tokenizers import load_tokenizer  # load time: where the model is served
             self.load_tokenizer_fn = load_tokenizer
-        if self.make_stepper_fn is None:
-            from pipeline.models import make_stepper
-            self.make_stepper_fn = make_stepper
+        if self.load_network_fn is None:
+            from pipeline.models.network import load_network  # load time: where the model is served
+            self.load_network_fn = load_network
         if self.generate_fn is None:
-            from pipeline.generation import generate
+            from pipeline.generation.decoding import generate  # load time: where the model is served
             self.generate_fn = generate
-        load_model = self.load_model_fn or self._load_network
         self.tokenizer = self.load_tokenizer_fn(Path(context.artifacts["vocab"]))
-        self.network = load_model(context.artifacts["model"], self.model_cfg)
-        self.stepper = self.make_stepper_fn(self.network, self.model_cfg)
+        self.network = self.load_network_fn(Path(context.artifacts["network"]))
+        self.stepper = self.network.stepper()
 
     # ---- inference
     def _rows(self, model_input, params: dict | None) -> list[dict]:
@@ -183,39 +152,29 @@ class _DropMessages:
         return not record.getMessage().startswith(self.prefixes)
 
 
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    reqs = []
-    for package in ("keras", "tensorflow", "tensorflow-text", "keras-hub", "numpy", "pandas"):
-        try:
-            reqs.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            pass
-    return reqs
-
-
-def log_generator(model_path, vocab_path, model_cfg: dict, name: str = "generator", *,
+def log_generator(network_folder, vocab_path, model_cfg, name: str = "generator", *,
                   defaults: dict | None = None, registered_name: str | None = None,
                   python_model: TextGenerator | None = None):
     """Log the text-generator pyfunc in the active run; returns MLflow's ``ModelInfo``.
 
-    ``model_path``: a ``.keras`` file or a ``save_network`` folder; ``vocab_path``: the
-    ``vocab.json``; ``model_cfg``: the model's config (``ModelParams`` as a dict, at least
-    ``family``). ``defaults`` override the sampler defaults (:data:`DEFAULTS`); they become
-    the params' defaults in the signature. ``python_model`` replaces the pyfunc (tests).
-    ``registered_name`` also registers it. Requirements are pinned explicitly (MLflow would
-    otherwise infer them by loading the model in a subprocess). The serving example (one greedy
-    token of "The ") is validated by MLflow in-process; if that fails MLflow logs a warning
-    and the model is still logged.
+    ``network_folder``: a ``save_network`` folder; ``vocab_path``: the ``vocab.json``;
+    ``model_cfg``: the network's parameters (``ModelParams``), which say what source the family
+    needs besides ``pipeline/``. ``defaults`` override the sampler defaults (:data:`DEFAULTS`);
+    they become the params' defaults in the signature. ``python_model`` replaces the pyfunc
+    (tests). ``registered_name`` also registers it. The serving example (one greedy token of
+    "The ") is validated by MLflow in-process; if that fails MLflow logs a warning and the model
+    is still logged.
     """
     import logging
 
     import mlflow
 
-    from pipeline import tracking
+    from pipeline.models.registry import code_paths
+    from pipeline.paths import PACKAGE
+    from pipeline.tracking.requirements import pip_requirements
+    from pipeline.tracking.store import quiet_mlflow
 
-    tracking.quiet_mlflow()
+    quiet_mlflow()
     if mlflow.active_run() is None:
         raise RuntimeError("log_generator needs an active MLflow run")
     python_model = python_model or TextGenerator(defaults)
@@ -230,33 +189,15 @@ def log_generator(model_path, vocab_path, model_cfg: dict, name: str = "generato
     pyfunc_logger = logging.getLogger("mlflow.pyfunc")
     pyfunc_logger.addFilter(pickle_note)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg_file = Path(tmp) / "model_cfg.json"
-            cfg_file.write_text(json.dumps(model_cfg, indent=1, sort_keys=True), encoding="utf-8")
-            return mlflow.pyfunc.log_model(
-                name=name,
-                python_model=python_model,
-                artifacts={"model": str(model_path), "vocab": str(vocab_path),
-                           "config": str(cfg_file)},
-                code_paths=[str(Path(__file__).resolve().parent)],
-                signature=generator_signature(python_model.defaults),
-                input_example=example,
-                pip_requirements=_pip_requirements(),
-                registered_model_name=registered_name,
-            )
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=python_model,
+            artifacts={"network": str(network_folder), "vocab": str(vocab_path)},
+            code_paths=[str(PACKAGE)] + [str(p) for p in code_paths(model_cfg)],
+            signature=generator_signature(python_model.defaults),
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            registered_model_name=registered_name,
+        )
     finally:
         pyfunc_logger.removeFilter(pickle_note)
-
-
-def log_generator_from_registry(model_uri: str, model_cfg: dict, name: str = "generator", **kw):
-    """Log a generator for a registered Keras model, e.g. ``models:/seqlab-lstm@champion``.
-
-    Downloads the model version (its ``data/model.keras`` and ``vocab.json``, as written by
-    :func:`pipeline.tracking.log_keras_model`) and calls :func:`log_generator` in the active run.
-    """
-    import mlflow
-
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        return log_generator(local / "data" / "model.keras", local / "vocab.json", model_cfg,
-                             name, **kw)

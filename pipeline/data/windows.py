@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.errors import SeqlabError
-from pipeline.vocab_layout import BOS_ID
+from pipeline.data.vocab_layout import BOS_ID
 
 
 def with_bos(ids: np.ndarray) -> np.ndarray:

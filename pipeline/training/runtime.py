@@ -17,22 +17,23 @@ def _gpus():
     return tf.config.list_physical_devices("GPU")
 
 
-def resolve_precision(setting: str) -> str:
+def resolve_precision(setting: str, family=None) -> str:
+    """``train.precision``; ``auto``: float32 on a CPU or for a family that opts out of mixed precision."""
     if setting != "auto":
         return setting
     gpus = _gpus()
-    if not gpus:
+    if not gpus or (family is not None and not family.mixed_precision):
         return "float32"
     import tensorflow as tf
     cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
     return "mixed_bfloat16" if tuple(cc) >= (8, 0) else "mixed_float16"
 
 
-def resolve_jit(setting: str, family: str) -> bool:
-    """XLA everywhere it helps; not for recurrent layers on a GPU, which must stay on cuDNN."""
+def resolve_jit(setting: str, family) -> bool:
+    """``train.jit_compile``; ``auto`` asks the family (e.g. LSTM and GRU keep cuDNN on a GPU)."""
     if setting != "auto":
         return setting == "true"
-    return not (family in ("lstm", "gru") and _gpus())
+    return family.jit_compile(on_gpu=bool(_gpus()))
 
 
 def _tf_config() -> dict:

@@ -1,6 +1,6 @@
 """Tokenizers built on tensorflow-text: ``char``, ``word`` and ``wordpiece``.
 
-Every vocabulary starts with the reserved ids of ``pipeline.vocab_layout`` (``<bos>`` 0, ``<unk>`` 1);
+Every vocabulary starts with the reserved ids of ``pipeline.data.vocab_layout`` (``<bos>`` 0, ``<unk>`` 1);
 word and wordpiece add ``<eol>``, one per line of text, which is predicted like any token. The saved
 vocabulary records the tokenizer and its options, so decoding and serving need nothing else.
 """
@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.errors import SeqlabError
 from pipeline.io import read_json, write_json
-from pipeline.vocab_layout import BOS, BOS_ID, EOL, UNK, UNK_ID
+from pipeline.data.vocab_layout import BOS, BOS_ID, EOL, UNK, UNK_ID
 
 FORMAT_VERSION = 1
 

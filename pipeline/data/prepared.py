@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.corpus import SPLITS, Corpus
+from pipeline.data.corpus import SPLITS, Corpus
 from pipeline.errors import SeqlabError
 from pipeline.io import read_json, write_json, write_npy
-from pipeline.tokenizers import Tokenizer, load_tokenizer
+from pipeline.data.tokenizers import Tokenizer, load_tokenizer
 
 MIN_SPLIT_TOKENS = 2
 

@@ -1,0 +1,65 @@
+"""Bengio et al. (2003), "A Neural Probabilistic Language Model": the fixed-window MLP, as a seqlab family.
+
+The next token is predicted from the embeddings of the last ``context`` tokens only (the current one
+included), concatenated: y = b + W x + U tanh(d + H x). Written as a sequence model, the
+concatenation times H is a causal convolution of width ``context`` over the embeddings, so one call
+scores every position of a window. ``direct: true`` adds the paper's direct connections W x.
+
+A complete example of a family from outside ``pipeline/`` (README, "Add your own model"): its own
+validated parameters, its Keras model, a stepper, its scoring protocol; seqlab asks the family for
+everything else and falls back to the defaults of ``pipeline.models.family.Family``.
+
+    models:
+      mlp:
+        family: families.window_mlp:WindowMLP
+        context: 5
+        hidden: 256
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.config.schema import spec
+from pipeline.models.family import WINDOW, Family, ModelParams, ParamError
+from pipeline.models.stepper import RecomputeStepper
+
+
+@dataclass(frozen=True)
+class WindowMLPParams(ModelParams):
+    embed_dim: int = field(default=64, metadata=spec(ge=1))
+    context: int = field(default=5, metadata=spec(ge=1))        # tokens the prediction sees
+    hidden: int = field(default=256, metadata=spec(ge=1))       # tanh units
+    direct: bool = False                                         # the paper's direct connections W x
+    dropout: float = field(default=0.0, metadata=spec(ge=0, lt=1))
+
+
+class WindowMLP(Family):
+    name = "window_mlp"
+    params = WindowMLPParams
+    protocol = WINDOW          # scored with windows of the training context, like the Transformer
+
+    def check(self, cfg: WindowMLPParams) -> None:
+        if cfg.context > 1024:
+            raise ParamError("context", f"{cfg.context} tokens make a {cfg.context * cfg.embed_dim}-wide input; "
+                             "expected at most 1024")
+
+    def build(self, cfg: WindowMLPParams, vocab_size: int, max_len: int):
+        import keras
+
+        ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+        x = keras.layers.Embedding(vocab_size, cfg.embed_dim, name="embedding")(ids)
+        # H x + d over the window [t - context + 1, t]: causal padding puts zeros before the stream start
+        h = keras.layers.Conv1D(cfg.hidden, cfg.context, padding="causal", activation="tanh", name="hidden")(x)
+        if cfg.dropout > 0:
+            h = keras.layers.Dropout(cfg.dropout, name="dropout")(h)
+        logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(h)
+        if cfg.direct:
+            direct = keras.layers.Conv1D(vocab_size, cfg.context, padding="causal", use_bias=False,
+                                         dtype="float32", name="direct")(x)
+            logits = keras.layers.Add(dtype="float32", name="logits_sum")([logits, direct])
+        return keras.Model(ids, logits, name="window_mlp_lm")
+
+    def stepper(self, model, cfg: WindowMLPParams, max_len: int):
+        # The prediction sees `context` tokens: recomputing a window of context + 1 is exact, and a
+        # re-prefill (of the last `context` tokens) keeps every prediction's whole window.
+        return RecomputeStepper(model, min(max_len, cfg.context + 1))

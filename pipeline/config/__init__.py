@@ -1,0 +1,1 @@
+"""Configuration: the typed, validated params.yaml (``params``, ``schema``) and presets."""

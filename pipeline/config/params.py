@@ -1,0 +1,145 @@
+"""Load and validate ``params.yaml`` into typed objects before any work starts.
+
+Every key is checked against the dataclasses below (``pipeline.config.schema``): unknown keys get a
+did-you-mean, wrong types and out-of-range values name the key path and what was expected. Each
+entry of ``models`` is validated against its family's own parameters (``pipeline.models.registry``).
+A preset (``presets/<name>.yaml``) is a partial overlay with the same schema.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.config.schema import build
+from pipeline.config.schema import spec as _spec
+from pipeline.errors import SeqlabError
+from pipeline.models.family import ModelParams
+
+TOKENIZERS = ("char", "word", "wordpiece")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    corpus: str = "builtin:python-docs"
+    sha256: str | None = None
+    tokenizer: str = field(default="char", metadata=_spec(choices=TOKENIZERS))
+    vocab_size: int = field(default=8000, metadata=_spec(ge=8))
+    lowercase: bool = False
+    split: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])
+
+
+@dataclass(frozen=True)
+class NgramParams:
+    order: int = field(default=5, metadata=_spec(ge=1, le=10))
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    seq_len: int = field(default=128, metadata=_spec(ge=2))
+    batch_size: int = field(default=32, metadata=_spec(ge=1))
+    epochs: int = field(default=4, metadata=_spec(ge=1))
+    steps_per_epoch: int = field(default=200, metadata=_spec(ge=1))
+    steps_per_execution: int = field(default=10, metadata=_spec(ge=1))
+    learning_rate: float = field(default=2e-3, metadata=_spec(gt=0, le=10))
+    min_lr_ratio: float = field(default=0.1, metadata=_spec(ge=0, le=1))
+    warmup_steps: int = field(default=100, metadata=_spec(ge=0))
+    weight_decay: float = field(default=0.0, metadata=_spec(ge=0))
+    beta1: float = field(default=0.9, metadata=_spec(ge=0, lt=1))
+    beta2: float = field(default=0.99, metadata=_spec(ge=0, lt=1))
+    clipnorm: float = field(default=1.0, metadata=_spec(ge=0))
+    eval_tokens: int = field(default=16384, metadata=_spec(ge=1))
+    precision: str = field(default="auto", metadata=_spec(choices=("auto", "float32", "mixed_bfloat16", "mixed_float16")))
+    jit_compile: str = field(default="auto", metadata=_spec(choices=("auto", "true", "false")))
+    distribute: str = field(default="auto", metadata=_spec(choices=("auto", "none", "mirrored", "multi_worker")))
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    batch_size: int = field(default=32, metadata=_spec(ge=1))
+    stride_fraction: float = field(default=0.5, metadata=_spec(gt=0, le=1))
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    prompts: list[str] = field(default_factory=lambda: ["The ", "A function "])
+    max_tokens: int = field(default=200, metadata=_spec(ge=1))
+    temperature: float = field(default=0.8, metadata=_spec(ge=0))
+    top_k: int = field(default=0, metadata=_spec(ge=0))
+    top_p: float = field(default=0.95, metadata=_spec(gt=0, le=1))
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    experiment: str = "seqlab"
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 1337
+    data: DataParams = field(default_factory=DataParams)
+    ngram: NgramParams = field(default_factory=NgramParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    models: dict[str, ModelParams] = field(default_factory=dict)
+    eval: EvalParams = field(default_factory=EvalParams)
+    generate: GenerateParams = field(default_factory=GenerateParams)
+    mlflow: MlflowParams = field(default_factory=MlflowParams)
+
+    def model(self, arch: str) -> ModelParams:
+        if arch not in self.models:
+            raise SeqlabError(f"params.yaml: models: unknown architecture {arch!r}; "
+                              f"defined: {', '.join(sorted(self.models)) or 'none'}")
+        return self.models[arch]
+
+    def train_for(self, arch: str) -> TrainParams:
+        """The `train` section with the model's own `train` overrides applied (validated)."""
+        overrides = self.model(arch).train
+        if not overrides:
+            return self.train
+        merged = {**dataclasses.asdict(self.train), **overrides}
+        return build(TrainParams, merged, f"models.{arch}.train")
+
+
+def _cross_checks(p: Params) -> None:
+    split = p.data.split
+    if len(split) != 3 or any(s <= 0 for s in split) or abs(sum(split) - 1) > 1e-6:
+        raise SeqlabError(f"params: data.split: expected three positive fractions summing to 1 "
+                          f"(train, valid, test), got {split}")
+    if p.data.corpus.startswith("https://") and not p.data.sha256:
+        raise SeqlabError("params: data.sha256: required when data.corpus is an https URL")
+    for arch in p.models:
+        p.train_for(arch)  # validates the model's own train overrides
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    try:
+        p = build(Params, raw, "")
+        _cross_checks(p)
+    except SeqlabError as e:
+        raise SeqlabError(str(e).replace("params:", f"{source}:", 1)) from None
+    return p
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """Overlay a preset onto params: mappings merge key by key, everything else is replaced."""
+    out = dict(base)
+    for k, v in overlay.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SeqlabError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise SeqlabError(f"{path}: not valid YAML: {e}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    return parse_params(read_yaml(Path(path)), str(path))

@@ -1,0 +1,1 @@
+"""Data: corpus sources, tokenizers, reserved ids, the prepared-data folder, training windows."""

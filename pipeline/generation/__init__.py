@@ -1,0 +1,1 @@
+"""Generation: the samplers (``sampling``) and decoding with a stepper (``decoding``)."""

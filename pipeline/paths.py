@@ -1,0 +1,35 @@
+"""Where things are: the project root (found once, here) and the layout of the outputs under it.
+
+Paths below the root are relative: stages run with the root as working directory
+(``pipeline.stage.run_stage``), and DVC declares the same relative paths in ``dvc.yaml``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent     # pipeline/
+
+
+def repo_root() -> Path:
+    """The project root: the nearest folder above ``pipeline/`` that holds ``dvc.yaml``.
+
+    Falls back to the parent of ``pipeline/`` when no ``dvc.yaml`` exists yet. Inside a
+    ``dvc exp run --temp`` executor this is the *temporary copy*
+    (``pipeline.tracking.store.original_root`` finds the original).
+    """
+    for folder in PACKAGE.parents:
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return PACKAGE.parent
+
+
+ROOT = repo_root()
+PRESETS = ROOT / "presets"
+PREPARED = Path("data/prepared")
+MODELS = Path("models")
+METRICS = Path("metrics")
+PROVENANCE = Path("provenance")
+PLOTS = Path("plots")
+REPORTS = Path("reports")
+SAMPLES = REPORTS / "samples"
+CHECKPOINTS = Path("checkpoints")

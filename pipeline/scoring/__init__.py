@@ -1,0 +1,1 @@
+"""Scoring: the one evaluation protocol (``protocol``) and stream scoring with a stepper (``stream``)."""

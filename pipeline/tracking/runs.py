@@ -1,0 +1,156 @@
+"""MLflow runs: one run per trained model, its tags, and what a stage logs to it.
+
+Stages open a run with :func:`model_run` and log through the :class:`Run` it yields; they never
+import MLflow themselves.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.paths import repo_root
+from pipeline.tracking.store import DVC_EXP_BASELINE_REV, DVC_EXP_NAME, configure
+
+DATA_HASH_TAG = "data_hash"
+
+
+class Run:
+    """The active run of a stage: what it logs (params, metrics, text, files) and its id."""
+
+    def __init__(self, run_id: str):
+        self.id = run_id
+
+    def log_params(self, params: dict) -> None:
+        import mlflow
+        mlflow.log_params(params)
+
+    def log_metrics(self, metrics: dict) -> None:
+        """Numeric values only (anything else is skipped); NaN and inf are kept."""
+        import mlflow
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+    def log_text(self, text: str, name: str) -> None:
+        import mlflow
+        mlflow.log_text(text, name)
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        import mlflow
+        mlflow.log_artifact(str(path), folder)
+
+    def set_tag(self, key: str, value: str) -> None:
+        import mlflow
+        mlflow.set_tag(key, value)
+
+    def log_history(self, history: list[dict], step_key: str = "epoch") -> None:
+        log_history_metrics(history, step_key)
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """``git rev-parse HEAD`` of the project, or ``"unknown"`` (no git, no commit yet)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or repo_root(),
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and sha else "unknown"
+
+
+def run_tags(stage: str, arch: str, data_hash: str) -> dict[str, str]:
+    """Tags of a model run: stage, arch, git commit, DVC experiment (when set), data hash.
+
+    A known commit is also written as ``mlflow.source.git.commit`` so the UI shows it. Inside
+    ``dvc exp run`` the experiment name and baseline revision DVC sets are recorded too
+    (``dvc_exp_name``, ``dvc_exp_baseline_rev``); there ``git_commit`` is the executor's
+    commit, which may exist only in DVC's experiment refs.
+    """
+    commit = git_commit()
+    tags = {"stage": stage, "arch": arch, "git_commit": commit, DATA_HASH_TAG: data_hash}
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    if os.environ.get(DVC_EXP_NAME):
+        tags["dvc_exp_name"] = os.environ[DVC_EXP_NAME]
+    if os.environ.get(DVC_EXP_BASELINE_REV):
+        tags["dvc_exp_baseline_rev"] = os.environ[DVC_EXP_BASELINE_REV]
+    return tags
+
+
+@contextmanager
+def model_run(experiment: str, arch: str, stage: str, data_hash: str,
+              run_id: str | None = None) -> Iterator["Run"]:
+    """Yield the active MLflow run of one trained model, as a :class:`Run`.
+
+    Resumes ``run_id`` when that run exists (and is not deleted) in the store, so that evaluate
+    and generate add to the training run; otherwise starts a new run named ``arch``. Sets
+    :func:`run_tags`; ``stage`` names the stage that wrote last and ``stages`` lists every stage
+    that wrote to the run, in order. A run already active with the same id is reused and left
+    open; an exception inside the block ends a run this function opened as FAILED.
+    """
+    configure(experiment)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    existing = None
+    if run_id:
+        try:
+            existing = client.get_run(run_id)
+        except MlflowException:
+            existing = None
+        if existing is not None and existing.info.lifecycle_stage != "active":
+            existing = None
+
+    tags = run_tags(stage, arch, data_hash)
+    stages = existing.data.tags.get("stages", "").split(",") if existing is not None else []
+    tags["stages"] = ",".join([s for s in stages if s and s != stage] + [stage])
+
+    active = mlflow.active_run()
+    if existing is not None and active is not None and active.info.run_id == existing.info.run_id:
+        mlflow.set_tags(tags)
+        yield Run(active.info.run_id)
+        return
+    nested = active is not None
+    if existing is not None:
+        ctx = mlflow.start_run(run_id=existing.info.run_id, nested=nested)
+    else:
+        ctx = mlflow.start_run(run_name=arch, nested=nested)
+    with ctx as run:
+        mlflow.set_tags(tags)
+        yield Run(run.info.run_id)
+
+
+def log_history_metrics(history: list[dict], step_key: str = "epoch") -> None:
+    """Log per-epoch metrics of the active run, each row at ``step = row[step_key]``.
+
+    Rows without ``step_key`` use their index. Non-numeric values are skipped; NaN and inf are
+    kept (MLflow stores them). One batched call per 1000 values.
+    """
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_history_metrics needs an active MLflow run (use model_run)")
+    now = int(time.time() * 1000)
+    metrics = []
+    for index, row in enumerate(history):
+        step = int(row.get(step_key, index))
+        for key, value in row.items():
+            if key == step_key or isinstance(value, bool):
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            metrics.append(Metric(key=str(key), value=number, timestamp=now, step=step))
+    client = mlflow.MlflowClient()
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000], synchronous=True)
+
+

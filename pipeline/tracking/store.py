@@ -1,0 +1,160 @@
+"""Where MLflow runs go: the tracking URI, the artifact root, the experiment, a quiet MLflow.
+
+Default store: ``sqlite:///<original repo>/mlflow.db`` (absolute, so that ``dvc exp run --temp``
+logs to the repository's store, not to its temporary copy) with artifacts in ``mlartifacts/``
+beside it; ``MLFLOW_TRACKING_URI`` wins. Importing this module is cheap: MLflow is imported inside
+the functions that need it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.paths import repo_root
+
+# Environment variables that DVC sets for every stage command (dvc/env.py).
+DVC_ROOT = "DVC_ROOT"
+DVC_EXP_NAME = "DVC_EXP_NAME"
+DVC_EXP_BASELINE_REV = "DVC_EXP_BASELINE_REV"
+# Where DVC's experiment executors copy the repository: <repo>/.dvc/tmp/exps/<queue>/<mkdtemp>.
+_EXEC_TMP_PARTS = (".dvc", "tmp", "exps")
+
+DB_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+
+_quieted = False
+
+
+# --------------------------------------------------------------------------- where things go
+def _is_dvc_repo(path: Path) -> bool:
+    return path.is_dir() and ((path / ".dvc").is_dir() or (path / "dvc.yaml").is_file())
+
+
+def _outside_exec_copy(path: Path) -> Path:
+    """``<repo>`` for a path inside ``<repo>/.dvc/tmp/exps/...``, else ``path`` itself."""
+    parts = path.parts
+    n = len(_EXEC_TMP_PARTS)
+    for i in range(1, len(parts) - n + 1):          # the outermost copy's repo is the original
+        if parts[i:i + n] == _EXEC_TMP_PARTS:
+            return Path(*parts[:i])
+    return path
+
+
+def original_root() -> Path:
+    """The repository that MLflow's local store belongs to, even inside a DVC experiment copy.
+
+    Rule, first match wins:
+
+    1. ``$DVC_ROOT`` when it names an existing DVC repository. DVC sets it for every stage
+       command: plain ``dvc repro`` sets it to the repo root (``dvc/stage/run.py``,
+       ``prepare_kwargs``: ``if DVC_ROOT not in kwargs["env"]: kwargs["env"][DVC_ROOT] =
+       stage.repo.root_dir``), and every experiment run (``dvc exp run``, ``--temp``,
+       ``--queue``) packs ``run_env[DVC_ROOT] = self.repo.root_dir`` of the *parent* repo into
+       the executor (``dvc/repo/experiments/queue/base.py``, "Override DVC_ROOT env var to point
+       to the parent DVC repo root (and not an executor tempdir root)"), together with
+       ``DVC_EXP_NAME`` and ``DVC_EXP_BASELINE_REV``.
+    2. Otherwise :func:`repo_root`, moved out of an executor copy: ``--temp`` and queued runs
+       copy the repo into ``<repo>/.dvc/tmp/exps/<queue>/<mkdtemp>`` (``TempDirExecutor.
+       from_stash_entry``: ``parent_dir = wdir or os.path.join(repo.tmp_dir, EXEC_TMP_DIR)``
+       with ``EXEC_TMP_DIR = "exps"`` and ``repo.tmp_dir = <repo>/.dvc/tmp``; ``--temp`` uses
+       ``wdir = .dvc/tmp/exps/standalone``), so a path containing ``.dvc/tmp/exps`` is mapped
+       to the folder above ``.dvc``. This covers a stage command run by hand inside a copy.
+    """
+    env_root = os.environ.get(DVC_ROOT)
+    if env_root:
+        candidate = Path(env_root).expanduser().resolve()
+        if _is_dvc_repo(candidate):
+            return _outside_exec_copy(candidate)
+    return _outside_exec_copy(repo_root())
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<original repo>/mlflow.db`` (absolute).
+
+    The path is absolute because ``dvc exp run --temp`` runs the stages in a temporary copy of
+    the repository that is deleted afterwards; :func:`original_root` explains how the original
+    repository is found from inside that copy.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if uri:
+        return uri
+    return "sqlite:///" + (original_root() / DB_FILE).as_posix()   # 4 slashes: absolute
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifact location for new experiments: ``mlartifacts/`` beside a local sqlite store.
+
+    Without it MLflow would default to ``./mlruns`` relative to the working directory, i.e.
+    inside the temporary copy of ``dvc exp run --temp``. Remote stores choose for themselves.
+    """
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):].split("?", 1)[0]).resolve()  # relative: like SQLAlchemy
+        return (db.parent / ARTIFACTS_DIR).as_uri()
+    return None
+
+
+def quiet_mlflow() -> None:
+    """Silence MLflow's per-run noise (idempotent); real warnings and errors still show.
+
+    Environment defaults (a value already set by the user wins): no GitPython refresh warning
+    when git is missing, no artifact progress bars, no "environment variables used during
+    inference" notice, no telemetry (this machine has no network). Loggers: the database
+    migration and experiment creation INFO lines.
+    """
+    global _quieted
+    if _quieted:
+        return
+    for key, value in {
+        "GIT_PYTHON_REFRESH": "quiet",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }.items():
+        os.environ.setdefault(key, value)
+    import logging
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.store.model_registry.abstract_store",
+                 "mlflow.tracking.fluent", "mlflow.tracking._model_registry.fluent",
+                 "mlflow.models.model", "mlflow.utils.requirements_utils",
+                 "mlflow.utils.environment"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    _quieted = True
+
+
+def configure(experiment: str) -> None:
+    """Point MLflow at :func:`tracking_uri` and make ``experiment`` the active experiment.
+
+    Creates the experiment when missing (with its artifacts under ``<repo>/mlartifacts`` for the
+    default local store) and restores it when it was deleted. Idempotent and safe when two
+    processes create the same experiment at once.
+    """
+    quiet_mlflow()
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        try:
+            client.create_experiment(experiment, artifact_location=_artifact_root(uri))
+        except MlflowException:  # created meanwhile by another process
+            if client.get_experiment_by_name(experiment) is None:
+                raise
+    elif exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    mlflow.set_experiment(experiment)
+
+
+def client():
+    """A client on :func:`tracking_uri`, which also becomes the global URI.
+
+    Used by the registry helpers, which a stage may call outside a run (the report stage promotes
+    before it opens its own run); without it MLflow would fall back to its own default store.
+    """
+    quiet_mlflow()
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
