@@ -75,7 +75,6 @@ def main() -> None:
         if "heads" in known:
             fields.update(embed_dim=args.embed or args.width, embed_init="default")
         m = fam.params(family=family, **fields)
-        embed = getattr(m, "embed_dim", None)
         spe = args.steps_per_execution
         t = TrainParams(seq_len=args.context, batch_size=args.batch, epochs=1, steps_per_epoch=args.steps + spe,
                         steps_per_execution=spe, warmup_steps=0, eval_tokens=args.context, jit_compile=args.jit)
@@ -88,8 +87,9 @@ def main() -> None:
         row = {"family": family, "parameters": int(result.model.count_params()),
                "tokens_per_second": round(result.tokens_per_second), "train_flops_per_token": fpt,
                "gflops_per_second": round(achieved, 1), "peak_gflops": round(peak, 1),
-               "fraction_of_peak": round(achieved / peak, 3), "shape": {"layers": args.layers, "heads": args.heads,
-               "width": args.width, "embed": embed, "context": args.context, "batch": args.batch},
+               "fraction_of_peak": round(achieved / peak, 3),
+               "shape": {k: v for k, v in m.as_dict().items() if k not in ("family", "train")}
+               | {"context": args.context, "batch": args.batch},
                "jit_compile": result.settings["jit_compile"]}
         print(json.dumps(row), flush=True)
         rows.append(row)
