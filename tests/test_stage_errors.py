@@ -65,3 +65,19 @@ def test_divergence_names_the_step_and_saves_nothing(tmp_path):
         from pipeline.training.loop import train_model
         train_model(model, train, ids, ids[:200], 20, "h", 0, tmp_path / "ckpt", build_model)
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_divergence_on_the_last_step_is_caught_before_anything_is_saved(tmp_path):
+    """The last update overflows: every training loss was finite (each is computed before its
+    update), but the validation loss and the weights are not. Nothing may be saved."""
+    from pipeline.models import build_model
+    from pipeline.training.loop import train_model
+    ids = np.random.default_rng(0).integers(2, 20, 4000).astype(np.int32)
+    model = RecurrentParams(family="rnn", embed_dim=8, units=16, layers=1)
+    train = TrainParams(seq_len=16, batch_size=4, epochs=1, steps_per_epoch=1, steps_per_execution=1, warmup_steps=0,
+                        learning_rate=10.0, weight_decay=1.0e38, eval_tokens=64)
+    logged = []
+    with pytest.raises(DivergenceError, match=r"training diverged: (validation loss is nan|weight \S+ is not finite) "
+                                              r"after epoch 1 \(step 1\)"):
+        train_model(model, train, ids, ids[:200], 20, "h", 0, tmp_path / "ckpt", build_model, on_epoch=logged.append)
+    assert not logged and not (tmp_path / "ckpt" / "last.npz").exists()

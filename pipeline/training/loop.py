@@ -102,6 +102,19 @@ def _sync_workers(strategy, fp: str, start_epoch: int, model_vars: list, opt_var
     return int(epoch), synced[:len(model_vars)], synced[len(model_vars):]
 
 
+def _check_finite(row: dict, weights: list, variables: list, cfg: TrainParams) -> None:
+    """Divergence that the training losses did not show: a non-finite validation loss or weight
+    (e.g. the last step's update overflowed) stops the run before anything is saved."""
+    where = f"after epoch {row['epoch']} (step {row['step']})"
+    hint = (f"lower train.learning_rate (now {cfg.learning_rate}), train.weight_decay (now {cfg.weight_decay}) or "
+            "train.clipnorm; nothing was saved or registered")
+    if not math.isfinite(row["valid_loss"]):
+        raise DivergenceError(f"training diverged: validation loss is {row['valid_loss']} {where}; {hint}")
+    for var, value in zip(variables, weights):
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            raise DivergenceError(f"training diverged: weight {var.path} is not finite {where}; {hint}")
+
+
 def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.ndarray, valid_ids: np.ndarray,
                 vocab_size: int, data_hash: str, seed: int, checkpoint_dir: Path,
                 build_model: Callable, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
@@ -253,11 +266,12 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
         history.append(row)
         say(f"epoch {row['epoch']}/{cfg.epochs}: train_loss {row['train_loss']:.4f} "
             f"valid_loss {row['valid_loss']:.4f} ({row['tokens_per_second']:.0f} tokens/s)", flush=True)
+        weights = [v.numpy() for v in model_vars]
+        _check_finite(row, weights, model_vars, cfg)   # before anything is logged or saved
         if chief:  # the other workers hold the same values; only the chief writes and logs
             if on_epoch is not None:
                 on_epoch(row)
-            ckpt.save({"epoch": epoch + 1, "history": history}, [v.numpy() for v in model_vars],
-                      [v.numpy() for v in opt_vars])
+            ckpt.save({"epoch": epoch + 1, "history": history}, weights, [v.numpy() for v in opt_vars])
     if steady_time == 0:  # a single call in all: no steady state to measure
         if steps_run:
             steady_tokens, steady_time = tokens_per_step * steps_run, run_time
