@@ -32,10 +32,15 @@ TINY_PARAMS = {
 }
 
 
+# what `make run` leaves in a checkout (DVC outputs, their .gitignore files, dvc.lock): never copied
+GENERATED = ("data/", "models/", "metrics/", "provenance/", "plots/", "reports/", "dvc.lock")
+
+
 def tracked_files(root: Path) -> list[str]:
+    """The checkout's source: git's files, tracked or not yet, without what a pipeline run generated."""
     out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=root,
                          check=True, capture_output=True, text=True).stdout
-    return [f for f in out.split("\0") if f and (root / f).is_file()]
+    return [f for f in out.split("\0") if f and (root / f).is_file() and not f.startswith(GENERATED)]
 
 
 def tool_env() -> dict:

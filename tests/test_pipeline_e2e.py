@@ -5,6 +5,7 @@ One module-scoped run feeds every check (each DVC stage pays TensorFlow's start-
 import json
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -113,22 +114,34 @@ def test_mlflow_runs_versions_and_champion(repro):
     assert len(out["text"][0]) > 0  # the served text generator decodes
 
 
-def test_external_family_generator_loads_outside_the_repo(repro, tmp_path):
-    """The user's family travels with its logged generator: a fresh process, outside the repo and
-    with nothing of seqlab on its path, loads and decodes it from the store alone."""
+def test_champions_load_and_generate_outside_the_repo(repro, tmp_path):
+    """The registered champion is the text generator, and it travels with its code (the user's
+    family included): a fresh process, outside the repo and with nothing of seqlab on its path,
+    loads `models:/seqlab-<arch>@champion` from the store alone and decodes."""
     repo, _, _ = repro
-    run_id = json.loads((repo / "provenance" / "mlp.json").read_text())["run_id"]
     script = (
         "import json, sys, mlflow\n"
         "assert not any('families' in p or 'pipeline' in p for p in sys.path if p), sys.path\n"
         f"mlflow.set_tracking_uri('sqlite:///{repo / 'mlflow.db'}')\n"
-        f"pf = mlflow.pyfunc.load_model('runs:/{run_id}/generator')\n"
-        "out = pf.predict(['The '], params={'max_tokens': 12, 'seed': 1, 'temperature': 0.0})\n"
+        "out = {}\n"
+        "for arch in ('lstm', 'mlp'):\n"
+        "    pf = mlflow.pyfunc.load_model(f'models:/seqlab-{arch}@champion')\n"
+        "    out[arch] = pf.predict(['The '], params={'max_tokens': 12, 'seed': 1, 'temperature': 0.0})['text'][0]\n"
         "import families.window_mlp as m\n"
-        "print(json.dumps({'text': out['text'][0], 'module': m.__file__}))\n")
+        "print(json.dumps({'text': out, 'module': m.__file__}))\n")
     p = run([sys.executable, "-c", script], tmp_path)
     got = json.loads(p.stdout.strip().splitlines()[-1])
-    assert got["text"] and str(repo) not in got["module"], got     # decoded with the code it shipped
+    assert all(got["text"].values()), got
+    shipped = Path(got["module"])                         # the logged copy of the family, not the repo's
+    assert shipped != repo / "families" / "window_mlp.py" and shipped.parent.parent.name == "code", got
+    # the Keras network (logits) is the training run's `model` artifact
+    import mlflow
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    run_id = json.loads((repo / "provenance" / "lstm.json").read_text())["run_id"]
+    assert mlflow.models.get_model_info(f"runs:/{run_id}/model").flavors.keys() >= {"keras"}
+    version = mlflow.MlflowClient().get_model_version_by_alias("seqlab-lstm", "champion")
+    assert version.run_id == run_id and "python_function" in mlflow.models.get_model_info(
+        f"models:/seqlab-lstm/{version.version}").flavors
 
 
 def test_changing_the_sampler_reruns_the_stages_that_sample(repro):

@@ -56,16 +56,19 @@ def keras_signature(vocab_size: int):
     )
 
 
-def log_keras_model(model, vocab_path: Path, registered_name: str, data_hash: str,
-                    metrics: dict | None = None) -> str:
-    """Log ``model`` to the active run and register it as a new version of ``registered_name``.
+def log_keras_model(model, vocab_path: Path, registered_name: str | None, data_hash: str,
+                    metrics: dict | None = None) -> str | None:
+    """Log ``model`` to the active run; with ``registered_name``, also register it as a new version.
 
     The logged model (name :data:`MODEL_ARTIFACT`) is a Keras-flavor MLflow model
     (``mlflow.keras.load_model`` and ``mlflow.pyfunc.load_model`` both work), with a signature
     (int32 ids (-1, -1) -> float32 logits), an 8-token input example, explicit pinned pip
     requirements, and ``vocab.json`` inside the model folder. The logged model and the new
     version are tagged with ``data_hash`` (plus ``metrics`` when given, see
-    :func:`set_version_metrics`). Returns the version as a string.
+    :func:`set_version_metrics`). Returns the version as a string (None when not registered).
+
+    seqlab's own stages log the network unregistered, as the run's ``model`` artifact (for users
+    who want logits): the registered version of an architecture is its text generator.
     """
     quiet_mlflow()
     import keras
@@ -99,6 +102,8 @@ def log_keras_model(model, vocab_path: Path, registered_name: str, data_hash: st
     finally:
         if interactive:
             keras.utils.enable_interactive_logging()
+    if registered_name is None:
+        return None
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
     client.set_model_version_tag(registered_name, version, DATA_HASH_TAG, data_hash)

@@ -13,19 +13,27 @@ from pathlib import Path
 
 from pipeline.tracking.keras_model import log_keras_model
 from pipeline.tracking.pyfunc import log_generator
-from pipeline.tracking.registry import holds_version
-from pipeline.tracking.runs import model_run
+from pipeline.tracking.registry import holds_version, set_version_tag
+from pipeline.tracking.runs import DATA_HASH_TAG, model_run
 
 RESTORED_TAG = "registered_from_dvc_cache"
 
 
 def register_network(network, folder: Path, vocab_path: Path, name: str, data_hash: str, generate) -> str:
-    """Log ``network`` (a ``Network``, saved in ``folder``) and its text generator to the active
-    run, register the Keras model as a new version of ``name``; returns the version."""
-    version = log_keras_model(network.model, vocab_path, name, data_hash)
-    log_generator(folder, vocab_path, network.cfg,
-                          defaults={"max_tokens": generate.max_tokens, "temperature": generate.temperature,
-                                    "top_k": generate.top_k, "top_p": generate.top_p})
+    """Log ``network`` (a ``Network``, saved in ``folder``) to the active run and register its text
+    generator as a new version of ``name``; returns the version.
+
+    The registered version is the generator pyfunc (what ``mlflow models serve`` and
+    ``mlflow.pyfunc.load_model("models:/<name>@champion")`` load); the Keras network is the run's
+    ``model`` artifact (``mlflow.keras``), for users who want logits. The version is tagged with
+    ``data_hash``, which the promotion gate compares.
+    """
+    log_keras_model(network.model, vocab_path, None, data_hash)
+    info = log_generator(folder, vocab_path, network.cfg, registered_name=name,
+                         defaults={"max_tokens": generate.max_tokens, "temperature": generate.temperature,
+                                   "top_k": generate.top_k, "top_p": generate.top_p})
+    version = str(info.registered_model_version)
+    set_version_tag(name, version, DATA_HASH_TAG, data_hash)
     return version
 
 

@@ -18,6 +18,10 @@ def registered_name(experiment: str, arch: str) -> str:
     return f"{experiment}-{arch}"
 
 
+def set_version_tag(registered_name: str, version: str, key: str, value: str) -> None:
+    store.client().set_model_version_tag(registered_name, str(version), key, value)
+
+
 def set_version_metrics(registered_name: str, version: str, metrics: dict) -> None:
     """Tag a registered version with metrics (e.g. ``test_bpc``), stored as ``repr(float)``."""
     client = store.client()
