@@ -11,6 +11,8 @@ from pipeline.paths import METRICS, MODELS, PREPARED, PROVENANCE, SAMPLES
 from pipeline.reporting import format_samples
 from pipeline.scoring.protocol import flat_metrics, split_metrics
 from pipeline.stage import run_stage
+from pipeline.tracking.registration import register_generator
+from pipeline.tracking.registry import registered_name, set_version_metrics
 from pipeline.tracking.runs import model_run
 
 
@@ -33,16 +35,19 @@ def main(argv: list[str]) -> None:
                   "data_hash": data.data_hash}
     atomic_write(MODELS / "ngram" / "model.npz", lm.save)
     write_json(METRICS / "ngram.json", metrics)
-    write_json(PROVENANCE / "ngram.json", provenance)
     samples_text = format_samples("ngram", samples, g)
     write_text(SAMPLES / "ngram.txt", samples_text)
     print(f"ngram order {p.ngram.order}: valid ppl {metrics['valid_ppl']:.3f}, test bpc {metrics['test_bpc']:.4f}")
+    name = registered_name(p.mlflow.experiment, "ngram")
     with model_run(p.mlflow.experiment, "ngram", "ngram", data.data_hash) as run:
         run.log_params({"order": p.ngram.order, "discounts": str(lm.discounts),
                         "fallback_orders": str(lm.fallback_orders)})
         run.log_metrics(metrics)
         run.log_text(samples_text, "samples.txt")
-        run.log_artifact(MODELS / "ngram" / "model.npz", "model")
+        version = register_generator(MODELS / "ngram", PREPARED / "vocab.json", None, name, data.data_hash, g)
+    set_version_metrics(name, version, flat_metrics(per_split))
+    write_json(PROVENANCE / "ngram.json", provenance | {"registered_model": name, "version": version,
+                                                        "run_id": run.id})
 
 
 if __name__ == "__main__":

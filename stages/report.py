@@ -13,14 +13,13 @@ from pipeline.tracking.runs import model_run
 def main(argv: list[str]) -> None:
     p = load_params()
     stats = read_json(PREPARED / "stats.json")
-    rows = [{"model": "ngram"} | read_json(METRICS / "ngram.json") | read_json(PROVENANCE / "ngram.json")]
-    histories = {}
-    for arch in p.models:
-        m = read_json(METRICS / f"{arch}.json") | read_json(PROVENANCE / f"{arch}.json")
+    rows = []
+    for model in ["ngram", *p.models]:
+        m = read_json(METRICS / f"{model}.json") | read_json(PROVENANCE / f"{model}.json")
         promo = promote(m["registered_model"], str(m["version"]), metric="test_bpc", run_id=m.get("run_id"))
-        rows.append({"model": arch} | m | {"champion": "yes" if promo["is_champion"] else f"no ({promo['reason']})",
-                                          "promotion": promo})
-        histories[arch] = read_history_csv(PLOTS / arch / "history.csv")
+        rows.append({"model": model} | m | {"champion": "yes" if promo["is_champion"] else f"no ({promo['reason']})",
+                                           "promotion": promo})
+    histories = {arch: read_history_csv(PLOTS / arch / "history.csv") for arch in p.models}
     rows.sort(key=lambda r: r["test_bpc"])
     ngram_bpt = rows[[r["model"] for r in rows].index("ngram")]["valid_nll"] / math.log(2)
     table = comparison_markdown(rows, stats)

@@ -43,8 +43,8 @@ def test_outputs(repro):
         assert provenance["data_hash"] and provenance["protocol"], provenance
         protocols[model] = provenance
         assert (repo / "reports" / "samples" / f"{model}.txt").read_text().count("=== prompt") == 1
+        assert provenance["run_id"] and provenance["version"] == "1"
         if model != "ngram":
-            assert provenance["run_id"] and provenance["version"] == "1"
             assert m["train_seconds"] > 0 and m["train_tokens_per_second"] > 0
             hist = (repo / "plots" / model / "history.csv").read_text().splitlines()
             assert hist[0].startswith("epoch,step,tokens_seen,train_seconds,train_loss,valid_loss") and len(hist) == 3
@@ -109,6 +109,9 @@ def test_mlflow_runs_versions_and_champion(repro):
         versions = client.search_model_versions(f"name='seqlab-{arch}'")
         assert len(versions) == 1
         assert client.get_model_version_by_alias(f"seqlab-{arch}", "champion").version == versions[0].version
+    ngram = client.search_model_versions("name='seqlab-ngram'")         # the n-gram is registered too
+    assert len(ngram) == 1 and ngram[0].run_id == by_name["ngram"].info.run_id
+    assert client.get_model_version_by_alias("seqlab-ngram", "champion").tags["test_bpc"]
     generator = mlflow.pyfunc.load_model(f"runs:/{by_name['gru'].info.run_id}/generator")
     out = generator.predict(["The "], params={"max_tokens": 5, "seed": 1})
     assert len(out["text"][0]) > 0  # the served text generator decodes
@@ -124,7 +127,7 @@ def test_champions_load_and_generate_outside_the_repo(repro, tmp_path):
         "assert not any('families' in p or 'pipeline' in p for p in sys.path if p), sys.path\n"
         f"mlflow.set_tracking_uri('sqlite:///{repo / 'mlflow.db'}')\n"
         "out = {}\n"
-        "for arch in ('lstm', 'mlp'):\n"
+        "for arch in ('lstm', 'mlp', 'ngram'):\n"
         "    pf = mlflow.pyfunc.load_model(f'models:/seqlab-{arch}@champion')\n"
         "    out[arch] = pf.predict(['The '], params={'max_tokens': 12, 'seed': 1, 'temperature': 0.0})['text'][0]\n"
         "import families.window_mlp as m\n"

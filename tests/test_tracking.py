@@ -355,24 +355,21 @@ def stub_load_tokenizer(path):
     return StubTokenizer()
 
 
-class StubNetwork:
+class StubModel:
+    """Stands in for a saved model: random ids, plus the settings it was asked to sample with."""
+
     def __init__(self, folder):
         self.folder = folder
 
-    def stepper(self):
-        return {"network": self.folder, "family": "lstm"}
+    def sample(self, prompt_ids, num_tokens, rng, temperature, top_k, top_p):
+        assert prompt_ids.dtype == np.int32
+        ids = list(rng.integers(0, 26, size=num_tokens))
+        return ids + [int(temperature * 10), top_k, int(top_p * 10)]
 
 
-def stub_load_network(folder):
+def stub_load_model(folder):
     assert (Path(folder) / "config.json").exists()
-    return StubNetwork(folder)
-
-
-def stub_generate(stepper, prompt_ids, num_tokens, rng, temperature, top_k, top_p):
-    """Stands in for pipeline.generation.decoding.generate: random ids, plus the settings it got."""
-    assert stepper["family"] == "lstm" and prompt_ids.dtype == np.int32
-    ids = list(rng.integers(0, 26, size=num_tokens))
-    return ids + [int(temperature * 10), top_k, int(top_p * 10)]
+    return StubModel(folder)
 
 
 def test_generator_pyfunc_with_stub_decoder(mlflow_store, tmp_path, vocab_file):
@@ -383,8 +380,8 @@ def test_generator_pyfunc_with_stub_decoder(mlflow_store, tmp_path, vocab_file):
     folder = tmp_path / "net"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
-    stubbed = pyfunc.TextGenerator({"max_tokens": 4}, generate_fn=stub_generate,
-                                   load_network_fn=stub_load_network, load_tokenizer_fn=stub_load_tokenizer)
+    stubbed = pyfunc.TextGenerator({"max_tokens": 4}, load_model_fn=stub_load_model,
+                                   load_tokenizer_fn=stub_load_tokenizer)
     with runs.model_run("seqlab-serving", "lstm", "serve", "hashG"):
         info = pyfunc.log_generator(folder, vocab_file, RecurrentParams(family="lstm", units=8),
                                     python_model=stubbed)
@@ -429,3 +426,24 @@ def test_generator_real_decoding_path(mlflow_store, tmp_path):
     out = pf.predict(["the "], params={"max_tokens": 6, "seed": 3})
     assert isinstance(out["text"][0], str) and out["text"][0]
     assert pf.predict(["the "], params={"max_tokens": 6, "seed": 3}).equals(out)
+
+
+def test_generator_of_the_ngram_model(mlflow_store, tmp_path):
+    """The n-gram model is served by the same pyfunc, from its saved folder (model.npz)."""
+    import mlflow
+
+    from pipeline.data.tokenizers import learn_tokenizer
+    from pipeline.models.ngram import KneserNeyLM
+
+    text = "the quick brown fox jumps over the lazy dog\n" * 20
+    tok = learn_tokenizer("char", text, 40)
+    tok.save(tmp_path / "vocab.json")
+    lm = KneserNeyLM.fit(tok.encode(text), tok.vocab_size, 3)
+    (tmp_path / "ngram").mkdir()
+    lm.save(tmp_path / "ngram" / "model.npz")
+    with runs.model_run("seqlab-real", "ngram", "ngram", "hashN"):
+        info = pyfunc.log_generator(tmp_path / "ngram", tmp_path / "vocab.json")
+    pf = mlflow.pyfunc.load_model(info.model_uri)
+    out = pf.predict(["the quick "], params={"max_tokens": 9, "temperature": 0.0})["text"][0]
+    greedy = tok.decode(lm.sample(tok.encode("the quick "), 9, np.random.default_rng(0), 0.0))
+    assert out == greedy and len(out) == 9

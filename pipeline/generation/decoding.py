@@ -53,3 +53,15 @@ def generate(stepper, prompt_ids: np.ndarray, num_tokens: int, rng: np.random.Ge
             logits, state = stepper(np.asarray([[token]], dtype=np.int32), state)
             last, held = logits[0, -1], held + 1
     return out
+
+
+class StepperSampler:
+    """A stepper behind the n-gram model's interface: ``sample(context, num_tokens, rng, ...)``,
+    so that the text generator samples every model the same way."""
+
+    def __init__(self, stepper):
+        self.stepper = stepper
+
+    def sample(self, context, num_tokens: int, rng: np.random.Generator, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+        return generate(self.stepper, context, num_tokens, rng, temperature, top_k, top_p)

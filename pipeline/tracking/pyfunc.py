@@ -18,7 +18,7 @@ weights and config) and ``vocab.json``. The ``pipeline`` package itself (and the
 from the user's own code) is shipped as the model's code, so a served model decodes with the exact
 code it was logged with.
 
-The helpers (``pipeline.generation.decoding.generate``, ``pipeline.models.network.load_network``,
+The loaders (``pipeline.models.network.load_generating_model``,
 ``pipeline.data.tokenizers.load_tokenizer``) are imported lazily inside the pyfunc's methods; tests
 inject stubs through the :class:`TextGenerator` constructor.
 """
@@ -42,18 +42,18 @@ def _missing(value) -> bool:
 
 
 class TextGenerator(mlflow.pyfunc.PythonModel):
-    """Generates text from prompts with a saved seqlab network and its vocabulary.
+    """Generates text from prompts with a saved seqlab model (a network or the n-gram) and its vocabulary.
 
-    ``generate_fn``, ``load_network_fn`` and ``load_tokenizer_fn`` replace the real helpers (tests
-    only); left as None, the real ones are imported when the model is loaded. Nothing but these
-    (None in production) and ``defaults`` is pickled with the model.
+    ``load_model_fn`` and ``load_tokenizer_fn`` replace the real loaders (tests only); left as None,
+    the real ones are imported when the model is loaded. The model only needs ``sample(context,
+    num_tokens, rng, temperature, top_k, top_p)``. Nothing but these (None in production) and
+    ``defaults`` is pickled with the model.
     """
 
-    def __init__(self, defaults: dict | None = None, *, generate_fn: Callable | None = None,
-                 load_network_fn: Callable | None = None, load_tokenizer_fn: Callable | None = None):
+    def __init__(self, defaults: dict | None = None, *, load_model_fn: Callable | None = None,
+                 load_tokenizer_fn: Callable | None = None):
         self.defaults = {**DEFAULTS, **(defaults or {})}
-        self.generate_fn = generate_fn
-        self.load_network_fn = load_network_fn
+        self.load_model_fn = load_model_fn
         self.load_tokenizer_fn = load_tokenizer_fn
 
     # ---- loading
@@ -63,15 +63,9 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
         if self.load_tokenizer_fn is None:
             from pipeline.data.tokenizers import load_tokenizer  # load time: where the model is served
             self.load_tokenizer_fn = load_tokenizer
-        if self.load_network_fn is None:
-            from pipeline.models.network import load_network  # load time: where the model is served
-            self.load_network_fn = load_network
-        if self.generate_fn is None:
-            from pipeline.generation.decoding import generate  # load time: where the model is served
-            self.generate_fn = generate
         self.tokenizer = self.load_tokenizer_fn(Path(context.artifacts["vocab"]))
-        self.network = self.load_network_fn(Path(context.artifacts["network"]))
-        self.stepper = self.network.stepper()
+        self.model = (self.load_model_fn or load_model)(Path(context.artifacts["network"]))
+
 
     # ---- inference
     def _rows(self, model_input, params: dict | None) -> list[dict]:
@@ -111,8 +105,7 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
 
         rng = np.random.default_rng(None if row["seed"] < 0 else row["seed"])
         prompt_ids = self.tokenizer.encode(row["prompt"])
-        ids = self.generate_fn(self.stepper, prompt_ids, row["max_tokens"], rng,
-                               row["temperature"], row["top_k"], row["top_p"])
+        ids = self.model.sample(prompt_ids, row["max_tokens"], rng, row["temperature"], row["top_k"], row["top_p"])
         return self.tokenizer.decode(ids)
 
     # The pd.DataFrame hint only tells MLflow not to validate or convert the input itself
@@ -120,6 +113,20 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame,
                 params: dict | None = None) -> pd.DataFrame:
         return pd.DataFrame({"text": [self.generate_one(r) for r in self._rows(model_input, params)]})
+
+
+NGRAM_FILE = "model.npz"
+
+
+def load_model(folder: Path):
+    """The model a saved folder holds, as something with ``sample``: the n-gram model
+    (``models/ngram``: ``model.npz``), or a network (``save_network``) behind its stepper."""
+    if (folder / NGRAM_FILE).is_file():
+        from pipeline.models.ngram import KneserNeyLM  # load time: where the model is served
+        return KneserNeyLM.load(folder / NGRAM_FILE)
+    from pipeline.generation.decoding import StepperSampler  # load time: where the model is served
+    from pipeline.models.network import load_network  # load time: where the model is served
+    return StepperSampler(load_network(folder).stepper())
 
 
 def generator_signature(defaults: dict | None = None):
@@ -152,14 +159,14 @@ class _DropMessages:
         return not record.getMessage().startswith(self.prefixes)
 
 
-def log_generator(network_folder, vocab_path, model_cfg, name: str = "generator", *,
+def log_generator(network_folder, vocab_path, model_cfg=None, name: str = "generator", *,
                   defaults: dict | None = None, registered_name: str | None = None,
                   python_model: TextGenerator | None = None):
     """Log the text-generator pyfunc in the active run; returns MLflow's ``ModelInfo``.
 
-    ``network_folder``: a ``save_network`` folder; ``vocab_path``: the ``vocab.json``;
-    ``model_cfg``: the network's parameters (``ModelParams``), which say what source the family
-    needs besides ``pipeline/``. ``defaults`` override the sampler defaults (:data:`DEFAULTS`);
+    ``network_folder``: a ``save_network`` folder, or the n-gram's (``model.npz``); ``vocab_path``:
+    the ``vocab.json``; ``model_cfg``: a network's parameters (``ModelParams``), which say what
+    source its family needs besides ``pipeline/`` (None for the n-gram). ``defaults`` override the sampler defaults (:data:`DEFAULTS`);
     they become the params' defaults in the signature. ``python_model`` replaces the pyfunc
     (tests). ``registered_name`` also registers it. The serving example (one greedy token of
     "The ") is validated by MLflow in-process; if that fails MLflow logs a warning and the model
@@ -193,7 +200,7 @@ def log_generator(network_folder, vocab_path, model_cfg, name: str = "generator"
             name=name,
             python_model=python_model,
             artifacts={"network": str(network_folder), "vocab": str(vocab_path)},
-            code_paths=[str(PACKAGE)] + [str(p) for p in code_paths(model_cfg)],
+            code_paths=[str(PACKAGE)] + [str(p) for p in (code_paths(model_cfg) if model_cfg else [])],
             signature=generator_signature(python_model.defaults),
             input_example=example,
             pip_requirements=pip_requirements(),

@@ -19,22 +19,29 @@ from pipeline.tracking.runs import DATA_HASH_TAG, model_run
 RESTORED_TAG = "registered_from_dvc_cache"
 
 
+def register_generator(folder: Path, vocab_path: Path, model_cfg, name: str, data_hash: str, generate) -> str:
+    """Log the text generator of the model saved in ``folder`` (a network's, or the n-gram's) to the
+    active run and register it as a new version of ``name``, tagged with ``data_hash`` (which the
+    promotion gate compares); returns the version. ``generate``: the sampler defaults it serves with.
+    """
+    info = log_generator(folder, vocab_path, model_cfg, registered_name=name,
+                         defaults={"max_tokens": generate.max_tokens, "temperature": generate.temperature,
+                                   "top_k": generate.top_k, "top_p": generate.top_p})
+    version = str(info.registered_model_version)
+    set_version_tag(name, version, DATA_HASH_TAG, data_hash)
+    return version
+
+
 def register_network(network, folder: Path, vocab_path: Path, name: str, data_hash: str, generate) -> str:
     """Log ``network`` (a ``Network``, saved in ``folder``) to the active run and register its text
     generator as a new version of ``name``; returns the version.
 
     The registered version is the generator pyfunc (what ``mlflow models serve`` and
     ``mlflow.pyfunc.load_model("models:/<name>@champion")`` load); the Keras network is the run's
-    ``model`` artifact (``mlflow.keras``), for users who want logits. The version is tagged with
-    ``data_hash``, which the promotion gate compares.
+    ``model`` artifact (``mlflow.keras``), for users who want logits.
     """
     log_keras_model(network.model, vocab_path, None, data_hash)
-    info = log_generator(folder, vocab_path, network.cfg, registered_name=name,
-                         defaults={"max_tokens": generate.max_tokens, "temperature": generate.temperature,
-                                   "top_k": generate.top_k, "top_p": generate.top_p})
-    version = str(info.registered_model_version)
-    set_version_tag(name, version, DATA_HASH_TAG, data_hash)
-    return version
+    return register_generator(folder, vocab_path, network.cfg, name, data_hash, generate)
 
 
 def ensure_registered(experiment: str, arch: str, summary: dict, folder: Path, network, vocab_path: Path,
