@@ -27,6 +27,7 @@ ROOT = repo_root()
 PRESETS = ROOT / "presets"
 PREPARED = Path("data/prepared")
 MODELS = Path("models")
+NGRAM_FILE = "model.npz"                       # the n-gram model inside its folder, models/ngram
 METRICS = Path("metrics")
 PROVENANCE = Path("provenance")
 PLOTS = Path("plots")

@@ -7,7 +7,7 @@ from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
 from pipeline.io import atomic_write, write_json, write_text
 from pipeline.models.ngram import KneserNeyLM
-from pipeline.paths import METRICS, MODELS, PREPARED, PROVENANCE, SAMPLES
+from pipeline.paths import METRICS, MODELS, NGRAM_FILE, PREPARED, PROVENANCE, SAMPLES
 from pipeline.reporting import format_samples
 from pipeline.scoring.protocol import flat_metrics, split_metrics
 from pipeline.stage import run_stage
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
         "train_tokens_per_second": len(data.ids["train"]) / build_seconds}
     provenance = {"family": f"{p.ngram.order}-gram KN", "order": p.ngram.order, "protocol": "stream",
                   "data_hash": data.data_hash}
-    atomic_write(MODELS / "ngram" / "model.npz", lm.save)
+    atomic_write(MODELS / "ngram" / NGRAM_FILE, lm.save)
     write_json(METRICS / "ngram.json", metrics)
     samples_text = format_samples("ngram", samples, g)
     write_text(SAMPLES / "ngram.txt", samples_text)

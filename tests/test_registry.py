@@ -60,7 +60,7 @@ def test_external_family_errors_name_the_key():
 
 
 def test_flops_per_token():
-    keras = pytest.importorskip("keras")
+    pytest.importorskip("keras")
     from pipeline.models import build_model
     from tests.tiny_models import tiny_cfg
     for name in ("lstm", "conv", "transformer", EXTERNAL):
@@ -71,4 +71,3 @@ def test_flops_per_token():
         assert 0 < weights < model.count_params()            # embedding tables and biases excluded
         extra = 12.0 * cfg.layers * cfg.units * 16 if name == "transformer" else 0.0   # attention
         assert flops == 6.0 * weights + extra, name
-    del keras

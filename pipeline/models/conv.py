@@ -18,7 +18,7 @@ from .stepper import Stepper
 
 @dataclass(frozen=True)
 class ConvParams(EmbeddingParams):
-    units: int = field(default=256, metadata=spec(ge=1))            # channels
+    """``units`` is the channel count of every block."""
     kernel_size: int = field(default=2, metadata=spec(ge=1))
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])   # one block each
 

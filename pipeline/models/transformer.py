@@ -18,7 +18,7 @@ from .stepper import Stepper, bucket
 
 @dataclass(frozen=True)
 class TransformerParams(EmbeddingParams):
-    units: int = field(default=256, metadata=spec(ge=1))     # model width
+    """``units`` is the model width."""
     layers: int = field(default=2, metadata=spec(ge=1))
     heads: int = field(default=4, metadata=spec(ge=1))
     ff_dim: int = field(default=0, metadata=spec(ge=0))      # 0: 4 * units

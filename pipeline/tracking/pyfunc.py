@@ -31,6 +31,8 @@ from typing import Any, Callable
 import mlflow.pyfunc
 import pandas as pd
 
+from pipeline.paths import NGRAM_FILE, PACKAGE
+
 SETTINGS = ("max_tokens", "temperature", "top_k", "top_p", "seed")
 DEFAULTS: dict[str, Any] = {"max_tokens": 200, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
                             "seed": -1}   # seed -1: fresh randomness on every request
@@ -115,9 +117,6 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"text": [self.generate_one(r) for r in self._rows(model_input, params)]})
 
 
-NGRAM_FILE = "model.npz"
-
-
 def load_model(folder: Path):
     """The model a saved folder holds, as something with ``sample``: the n-gram model
     (``models/ngram``: ``model.npz``), or a network (``save_network``) behind its stepper."""
@@ -177,7 +176,6 @@ def log_generator(network_folder, vocab_path, model_cfg=None, name: str = "gener
     import mlflow
 
     from pipeline.models.registry import code_paths
-    from pipeline.paths import PACKAGE
     from pipeline.tracking.requirements import pip_requirements
     from pipeline.tracking.store import quiet_mlflow
 
