@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-def matmul_peak_gflops(n: int = 4096, repeats: int = 3) -> float:
-    """Best float32 n x n x n matrix product rate, with and without XLA (TensorFlow's two CPU
-    matmul paths differ by up to 1.5x on some CPUs); the whole product is fetched, so that no
-    compiler can compute less of it."""
-    import tensorflow as tf
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
-    best = float("inf")
-    for jit in (False, True):
-        mm = tf.function(lambda x, y: tf.linalg.matmul(x, y), jit_compile=jit)
-        mm(a, b).numpy()
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            mm(a, b).numpy()
-            best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
-
+from benchmarks.common import emit, matmul_peak_gflops  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,10 +46,10 @@ def main() -> None:
     from pipeline.training.loop import train_model
 
     ids = np.random.default_rng(0).integers(2, args.vocab, 400_000).astype(np.int32)
-    rows = []
     shape = {"embed_dim": args.embed or 64, "units": args.width, "layers": args.layers, "heads": args.heads,
              "dilations": [1, 2, 4, 8, 16, 32, 64][: max(1, args.layers * 3)]}
-    for family in args.family or list(builtin_families()):
+
+    def measure(family):
         fam = get_family(family, "--family")
         known = {f.name for f in dataclasses.fields(fam.params)}
         # the shape arguments the family has; a Transformer's embedding defaults to its width
@@ -91,10 +73,9 @@ def main() -> None:
                "shape": {k: v for k, v in m.as_dict().items() if k not in ("family", "train")}
                | {"context": args.context, "batch": args.batch},
                "jit_compile": result.settings["jit_compile"]}
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    if args.out:
-        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return row
+
+    emit((measure(family) for family in args.family or list(builtin_families())), args.out)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def write_curves_csv(path: Path, histories: dict[str, list[dict]]) -> None:
 
 def format_samples(model: str, samples: list[tuple[str, str]], g) -> str:
     head = (f"# {model}: {len(samples)} samples, max_tokens={g.max_tokens}, temperature={g.temperature}, "
-            f"top_k={g.top_k}, top_p={g.top_p}, seed={g.seed}\n")
+            f"top_k={g.top_k}, top_p={g.top_p}, seed={g.seed} + prompt index\n")
     return head + "".join(f"\n=== prompt: {prompt!r}\n{prompt}{text}\n" for prompt, text in samples)
 
 

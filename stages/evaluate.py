@@ -3,11 +3,10 @@
 Evaluation and generation share one stage because both need the model loaded (one TensorFlow
 start-up per architecture instead of two).
 """
-import numpy as np
-
 from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
-from pipeline.generation.decoding import generate
+from pipeline.generation.compiled import CompiledDecoder
+from pipeline.generation.text import generate_texts, sample_rows
 from pipeline.io import read_json, write_json, write_text
 from pipeline.models.network import load_network
 from pipeline.paths import METRICS, MODELS, PREPARED, PROVENANCE, SAMPLES
@@ -34,9 +33,8 @@ def main(argv: list[str]) -> None:
                                         stepper=stepper)
         per_split[split] = split_metrics(lp, data.chars(split))
     g = p.generate
-    rng = np.random.default_rng(g.seed)
-    samples = [(prompt, tok.decode(generate(stepper, tok.encode(prompt), g.max_tokens, rng,
-                                            g.temperature, g.top_k, g.top_p))) for prompt in g.prompts]
+    decoder = CompiledDecoder(stepper, network.vocab_size)
+    samples = list(zip(g.prompts, generate_texts(decoder, tok, sample_rows(g))))
     summary = read_json(MODELS / arch / "run.json")
     registered = ensure_registered(p.mlflow.experiment, arch, summary, MODELS / arch, network,
                                    PREPARED / "vocab.json", data.data_hash, g)

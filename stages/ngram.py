@@ -1,10 +1,9 @@
 """DVC stage: Kneser-Ney n-gram baseline -> models/ngram/, metrics/ngram.json, provenance, samples."""
 import time
 
-import numpy as np
-
 from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
+from pipeline.generation.text import HostSampler, generate_texts, sample_rows
 from pipeline.io import atomic_write, write_json, write_text
 from pipeline.models.ngram import KneserNeyLM
 from pipeline.paths import METRICS, MODELS, NGRAM_FILE, PREPARED, PROVENANCE, SAMPLES
@@ -25,9 +24,7 @@ def main(argv: list[str]) -> None:
     build_seconds = time.perf_counter() - t0
     per_split = {s: split_metrics(lm.logprobs(data.ids[s]), data.chars(s)) for s in ("valid", "test")}
     g = p.generate
-    rng = np.random.default_rng(g.seed)
-    samples = [(prompt, tok.decode(lm.sample(tok.encode(prompt), g.max_tokens, rng, g.temperature, g.top_k, g.top_p)))
-               for prompt in g.prompts]
+    samples = list(zip(g.prompts, generate_texts(HostSampler(lm), tok, sample_rows(g))))
     metrics = flat_metrics(per_split) | {
         "parameters": int(lm.parameters), "train_seconds": build_seconds,
         "train_tokens_per_second": len(data.ids["train"]) / build_seconds}

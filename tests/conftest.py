@@ -1,5 +1,6 @@
 """Shared test helpers: the repo root, the shared corpora (optional), and quiet TensorFlow."""
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,18 @@ def shared_corpora() -> Path:
     if not SHARED_CORPORA.is_dir():
         pytest.skip(f"shared corpora not present at {SHARED_CORPORA}")
     return SHARED_CORPORA
+
+
+@contextmanager
+def tracking_store(folder: Path):
+    """MLFLOW_TRACKING_URI set to a sqlite store in ``folder`` (and no DVC experiment variables)
+    for the duration; yields the URI."""
+    uri = f"sqlite:///{(Path(folder) / 'mlflow.db').resolve()}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        for key in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+            mp.delenv(key, raising=False)
+        yield uri
 
 
 # The longest modules first, so that `make test`'s two pytest-xdist workers (`--dist loadfile`)

@@ -210,13 +210,15 @@ def test_transformer_sliding_window_past_max_context(name):
         out = generate(stepper, prompt, num, np.random.default_rng(0), temperature=0)
         assert out.shape == (num,) and np.all(out != BOS_ID)
         seq = [BOS_ID] + list(prompt) + list(out)
-        held = len(prompt) + 1 if prompt_len + 1 <= MAX_LEN else MAX_LEN - 1
+        keep = stepper.window_keep
+        assert keep == MAX_LEN - MAX_LEN // 2     # a full window slides by half of it
+        held = len(prompt) + 1 if prompt_len + 1 <= MAX_LEN else keep
         for i in range(num):                      # context held when out[i] was chosen
             end = len(prompt) + 1 + i
             logits = full_logits(model, seq[end - held:end])[0, -1]
             logits[BOS_ID] = -np.inf
             assert out[i] == np.argmax(logits), i
-            held = held + 1 if held + 1 <= MAX_LEN else MAX_LEN - 1
+            held = held + 1 if held + 1 <= MAX_LEN else keep
 
 
 def test_recompute_stepper_of_a_fixed_window_family_decodes_exactly():

@@ -3,13 +3,14 @@
 One module-scoped run feeds every check (each DVC stage pays TensorFlow's start-up once).
 """
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.repo_copy import ARCHS, EXTERNAL, make_tiny_repo, run
+from tests.repo_copy import ARCHS, EXTERNAL, make_tiny_repo, run, tool_env
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +146,17 @@ def test_champions_load_and_generate_outside_the_repo(repro, tmp_path):
     version = mlflow.MlflowClient().get_model_version_by_alias("seqlab-lstm", "champion")
     assert version.run_id == run_id and "python_function" in mlflow.models.get_model_info(
         f"models:/seqlab-lstm/{version.version}").flavors
+
+
+def test_the_generate_command_streams_from_a_champion_and_refuses_bad_settings(repro):
+    repo, _, _ = repro
+    cli = [sys.executable, "-m", "pipeline.generation.cli"]
+    p = run(cli + ["models:/seqlab-gru@champion", "--prompt", "The ", "--max-tokens", "30", "--seed", "1"], repo)
+    assert p.stdout.startswith("The ") and len(p.stdout) > 10, p.stdout
+    bad = subprocess.run(cli + ["models/gru", "--prompt", "x", "--top-p", "0"], cwd=repo, env=tool_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+        "error: top_p: 0.0 is out of range; expected a number > 0 and <= 1"), bad.stderr
 
 
 def test_changing_the_sampler_reruns_the_stages_that_sample(repro):

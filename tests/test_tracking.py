@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline.paths import repo_root
+from tests.conftest import tracking_store
 from pipeline.tracking import keras_model, pyfunc, registry, runs, store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,11 +31,7 @@ VOCAB = {"tokenizer": "char", "tokens": ["<bos>", "<unk>"] + list("abcdefghijklm
 def mlflow_store(tmp_path_factory):
     """One sqlite store for the module (each new store costs a schema migration)."""
     folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        for key in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
-            mp.delenv(key, raising=False)
+    with tracking_store(folder):
         yield folder
 
 
@@ -368,8 +365,9 @@ class StubModel:
 
 
 def stub_load_model(folder):
+    from pipeline.generation.text import HostSampler
     assert (Path(folder) / "config.json").exists()
-    return StubModel(folder)
+    return HostSampler(StubModel(folder))
 
 
 def test_generator_pyfunc_with_stub_decoder(mlflow_store, tmp_path, vocab_file):
@@ -426,6 +424,37 @@ def test_generator_real_decoding_path(mlflow_store, tmp_path):
     out = pf.predict(["the "], params={"max_tokens": 6, "seed": 3})
     assert isinstance(out["text"][0], str) and out["text"][0]
     assert pf.predict(["the "], params={"max_tokens": 6, "seed": 3}).equals(out)
+    # one batch for all prompts; a row's text depends on its own prompt, settings and seed only
+    settings = {"max_tokens": 40, "seed": 3, "temperature": 1.5}
+    whole = pf.predict(["the "], params=settings)["text"][0]
+    assert len(whole) >= 40                                          # 40 tokens (<unk> shows as 5 characters)
+    assert pf.predict(["a", "the ", "lazy dog"], params=settings)["text"][1] == whole
+    # streaming: the same text, in pieces as it is generated (first chunk: 8 tokens)
+    pieces = list(pf.predict_stream("the ", params=settings))
+    assert "".join(pieces) == whole and len(pieces) >= 2
+    with pytest.raises(Exception, match="single input|takes one"):      # MLflow refuses first
+        list(pf.predict_stream(["a", "b"], params=settings))
+    # a stop string ends the text before its first occurrence
+    stop = whole[20:22]
+    assert pf.predict(["the "], params={**settings, "stop": stop})["text"][0] == whole[:whole.find(stop)]
+
+
+def test_a_deadline_stops_generation_with_what_it_has(tmp_path):
+    from pipeline.data.tokenizers import learn_tokenizer
+    from pipeline.generation.compiled import CompiledDecoder
+    from pipeline.generation.text import generate_texts, stream_texts
+    from pipeline.models import build_model, make_stepper
+    from pipeline.models.recurrent import RecurrentParams
+
+    tok = learn_tokenizer("char", "the quick brown fox\n", 40)
+    cfg = RecurrentParams(family="gru", embed_dim=8, units=16, layers=1)
+    decoder = CompiledDecoder(make_stepper(build_model(cfg, tok.vocab_size, 32), cfg, 32), tok.vocab_size,
+                              chunk=16, first_chunk=4)
+    row = {"prompt": "the ", "max_tokens": 100, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 1, "stop": ""}
+    whole = generate_texts(decoder, tok, [row])[0]
+    first = next(stream_texts(decoder, tok, [row]))[0]                    # the first chunk: 4 tokens
+    assert generate_texts(decoder, tok, [row], deadline=time.monotonic() - 1)[0] == first
+    assert whole.startswith(first) and len(whole) > len(first)
 
 
 def test_generator_of_the_ngram_model(mlflow_store, tmp_path):

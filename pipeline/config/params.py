@@ -66,8 +66,8 @@ class EvalParams:
 @dataclass(frozen=True)
 class GenerateParams:
     prompts: list[str] = field(default_factory=lambda: ["The ", "A function "])
-    max_tokens: int = field(default=200, metadata=_spec(ge=1))
-    temperature: float = field(default=0.8, metadata=_spec(ge=0))
+    max_tokens: int = field(default=200, metadata=_spec(ge=1, le=2048))    # the served cap (tracking/requests.py)
+    temperature: float = field(default=0.8, metadata=_spec(ge=0, le=100))
     top_k: int = field(default=0, metadata=_spec(ge=0))
     top_p: float = field(default=0.95, metadata=_spec(gt=0, le=1))
     seed: int = 0

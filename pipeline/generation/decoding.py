@@ -1,7 +1,8 @@
-"""Sampling a continuation from a model Stepper (``pipeline.models.make_stepper``).
+"""The reference decoder: sampling a continuation from a Stepper's host form, one token per call.
 
 Backend-agnostic: it only calls ``stepper.initial_state`` and ``stepper(ids, state)`` and works on
-numpy arrays.
+numpy arrays. ``compiled.CompiledDecoder`` is the fast decoder; this one defines what it must
+compute (tests compare the two) and is the baseline of ``benchmarks/generation.py``.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ def generate(stepper, prompt_ids: np.ndarray, num_tokens: int, rng: np.random.Ge
     Feeds [BOS] + prompt as one prefill, then one token per call, carrying the stepper state.
     BOS is never emitted (its score is set to -inf before sampling). temperature 0 is greedy.
     If the stepper has a ``max_context`` and the next call would exceed it, the state is
-    rebuilt by prefilling the last ``max_context - 1`` tokens of the sequence so far (a sliding
-    window; BOS drops out of it). A prompt longer than max_context is cut the same way.
+    rebuilt by prefilling the last ``stepper.window_keep`` tokens of the sequence so far (a sliding
+    window; BOS drops out of it). A sequence longer than max_context is cut the same way.
     Returns the sampled ids (int32, shape (num_tokens,)), without the prompt.
     """
     prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
@@ -36,7 +37,8 @@ def generate(stepper, prompt_ids: np.ndarray, num_tokens: int, rng: np.random.Ge
         logits, state = stepper(np.asarray([tokens], dtype=np.int32), state)
         return logits[0, -1], state, len(tokens)
 
-    window = seq if max_context is None or len(seq) <= max_context else seq[-(max_context - 1):]
+    keep = stepper.window_keep
+    window = seq if max_context is None or len(seq) <= max_context else seq[-keep:]
     last, state, held = prefill(window)
     out = np.empty((num_tokens,), np.int32)
     for i in range(num_tokens):
@@ -48,7 +50,7 @@ def generate(stepper, prompt_ids: np.ndarray, num_tokens: int, rng: np.random.Ge
         if i + 1 == num_tokens:
             break
         if max_context is not None and held + 1 > max_context:
-            last, state, held = prefill(seq[-(max_context - 1):])
+            last, state, held = prefill(seq[-keep:])
         else:
             logits, state = stepper(np.asarray([[token]], dtype=np.int32), state)
             last, held = logits[0, -1], held + 1

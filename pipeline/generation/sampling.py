@@ -8,6 +8,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_settings(temperature: float, top_k: int, top_p: float) -> None:
+    """Raise ValueError unless temperature >= 0, top_k >= 0 and 0 < top_p <= 1."""
+    if not (temperature >= 0 and top_k >= 0 and 0 < top_p <= 1):
+        raise ValueError(f"bad sampler settings: temperature={temperature}, top_k={top_k}, top_p={top_p}")
+
+
 def filter_logprobs(logprobs: np.ndarray, temperature: float = 1.0, top_k: int = 0,
                     top_p: float = 1.0) -> np.ndarray:
     """Return the normalised sampling distribution (probabilities) over the last axis.
@@ -16,8 +22,7 @@ def filter_logprobs(logprobs: np.ndarray, temperature: float = 1.0, top_k: int =
     temperature 0 means greedy (all mass on the arg max); top_k 0 and top_p 1 disable those filters.
     """
     x = np.asarray(logprobs, dtype=np.float64)
-    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
-        raise ValueError(f"bad sampler settings: temperature={temperature}, top_k={top_k}, top_p={top_p}")
+    check_settings(temperature, top_k, top_p)
     if temperature == 0:
         out = np.zeros_like(x)
         np.put_along_axis(out, np.argmax(x, axis=-1)[..., None], 1.0, axis=-1)

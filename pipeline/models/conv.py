@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from pipeline.config.schema import spec
 
 from .family import WINDOW, EmbeddingParams, Family, ParamError
-from .stepper import Stepper
+from .stepper import ArrayStateStepper
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ def _head(skips, cfg, vocab_size, model=None):
     return layer("logits", lambda: keras.layers.Dense(vocab_size, dtype="float32", name="logits"))(s)
 
 
-class ConvStepper(Stepper):
+class ConvStepper(ArrayStateStepper):
     """Fast WaveNet decoding: the state holds, for every block, its last (k-1)*d inputs
     (zeros at stream start, exactly the causal zero padding of the full model), so any chunk
     length continues the stream exactly and the state never grows: ``max_context`` is None.
@@ -134,11 +132,26 @@ class ConvStepper(Stepper):
             new_buffers = [buffers]
         new = new_buffers[0] if len(new_buffers) == 1 else keras.ops.concatenate(new_buffers, axis=1)
         self.step_model = keras.Model([ids, buffers], [logits, new], name="conv_lm_stepper")
+        self.state_shape = (self.total, self.units)
+        self.model, self.cfg = model, cfg
 
-    def initial_state(self, batch_size: int):
-        return np.zeros((batch_size, self.total, self.units), np.float32)
+    def device_state(self, batch_size: int) -> tuple:
+        """One queue (B, (k-1)*d, units) per block that has a history (``GatedResidualBlock.step_queue``)."""
+        from keras import ops
+        return tuple(ops.zeros((batch_size, h, self.units), "float32") for h in self.histories if h)
 
-    def __call__(self, ids, state):
-        ids = self._ids(ids)
-        logits, new = self.step_model.predict_on_batch([ids, state])
-        return np.asarray(logits, dtype=np.float32), np.asarray(new, dtype=np.float32)
+    def device_step(self, ids, state, held):
+        from keras import ops
+        model = self.model
+        held = ops.cast(held, "int32")
+        x = model.get_layer("input_proj")(model.get_layer("embedding")(ids))
+        skips, queues, queue = [], [], iter(state)
+        for i, h in enumerate(self.histories):
+            block = model.get_layer(f"block_{i}")
+            if h:
+                x, skip, q = block.step_queue(x, next(queue), held)
+                queues.append(q)
+            else:
+                x, skip, _ = block(x)
+            skips.append(skip)
+        return _head(skips, self.cfg, None, model=model), tuple(queues)

@@ -284,6 +284,12 @@ class _HoistedRNN:
             z = z + bias
         return z
 
+    def step_once(self, inputs, states):
+        """One time step at inference, without the sequence machinery (the compiled decoder's
+        hot path): ``inputs`` (B, 1, in), ``states`` the layer's (h[, c]) -> the new (h[, c])."""
+        xz = self._project(inputs, False, time_major=False)[:, 0]
+        return tuple(self._make_step(_read(self.cell.recurrent_kernel))(tuple(states), xz))
+
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if isinstance(mask, (list, tuple)):
             mask = mask[0] if mask else None

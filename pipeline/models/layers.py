@@ -204,6 +204,28 @@ class DecoderBlock(keras.layers.Layer):
         y = x + ff
         return y, ops.cast(k, "float32"), ops.cast(v, "float32")
 
+    def decode(self, x, keys, values, held):
+        """Cached decoding on the device: ``x`` (B, T, D) holds positions held..held+T-1.
+
+        ``keys``/``values`` (B, H, S, Dh) are this block's fixed-size caches (slots < ``held``
+        valid, ``held`` a scalar int32 tensor). The new keys/values are written at ``held`` first
+        (an in-place dynamic update under XLA), then each query attends to slots <= its
+        position: one pass over the cache in its own layout, no concatenation or transpose of
+        it. Returns ``(y, keys, values)``; equal to :meth:`call` over the whole sequence.
+        """
+        length, slots = x.shape[1], keys.shape[2]
+        h = self.ln1(x)
+        q, k, v = (ops.transpose(self._heads(t, length), (0, 2, 1, 3)) for t in ops.split(self.qkv(h), 3, axis=-1))
+        keys = ops.slice_update(keys, (0, 0, held, 0), ops.cast(k, keys.dtype))
+        values = ops.slice_update(values, (0, 0, held, 0), ops.cast(v, values.dtype))
+        scores = ops.einsum("bhtd,bhsd->bhts", ops.cast(q, "float32"), keys) * (self.head_dim ** -0.5)
+        visible = ops.arange(slots, dtype="int32")[None, :] <= held + ops.arange(length, dtype="int32")[:, None]
+        scores = ops.where(visible[None, None], scores, ops.full_like(scores, -1e30))
+        att = ops.einsum("bhts,bhsd->bhtd", ops.softmax(scores, axis=-1), values)
+        att = ops.reshape(ops.transpose(ops.cast(att, x.dtype), (0, 2, 1, 3)), (-1, length, self.units))
+        x = x + self.attn_out(att)
+        return x + self.ff_out(self.ff_in(self.ln2(x))), keys, values
+
     def compute_output_spec(self, x, past_k=None, past_v=None, past_len=None, attn_mask=None,
                             training=None):
         y = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
@@ -253,9 +275,12 @@ class GatedResidualBlock(keras.layers.Layer):
     def _dilated(self, padded):
         # padded: (B, history + T, C) -> (B, T, 2C)
         k, d, h = self.kernel_size, self.dilation, self.history
-        taps = [padded[:, j * d: (j * d - h) or None, :] for j in range(k)]
-        stacked = taps[0] if k == 1 else ops.concatenate(taps, axis=-1)
-        kernel = ops.reshape(ops.cast(self.kernel, stacked.dtype), (k * self.channels, 2 * self.channels))
+        return self._product([padded[:, j * d: (j * d - h) or None, :] for j in range(k)])
+
+    def _product(self, taps):
+        """The k taps (oldest first), each (B, T, C) -> (B, T, 2C): one matmul over their concatenation."""
+        stacked = taps[0] if len(taps) == 1 else ops.concatenate(taps, axis=-1)
+        kernel = ops.reshape(ops.cast(self.kernel, stacked.dtype), (self.kernel_size * self.channels, 2 * self.channels))
         return ops.matmul(stacked, kernel) + ops.cast(self.bias, stacked.dtype)
 
     def call(self, x, buffer=None, training=None):
@@ -273,6 +298,25 @@ class GatedResidualBlock(keras.layers.Layer):
         y = x + res
         new_buffer = padded[:, -h:, :] if h else padded[:, :0, :]
         return y, skip, ops.cast(new_buffer, "float32")
+
+    def step_queue(self, x, queue, held):
+        """Decoding on the device with a queue: ``queue`` (B, h, C) float32 holds the block's last
+        h = (k-1)*d inputs with input m in slot m mod h (zeros before the stream starts), ``held``
+        (scalar int32) is the number of inputs so far. A single step (x (B, 1, C)) reads its taps
+        and overwrites the oldest slot in place, O(C) instead of shifting the whole history;
+        longer inputs go through the buffered :meth:`call`. Returns ``(y, skip, queue)``."""
+        h = self.history
+        if x.shape[1] != 1:
+            def rotate(buf, start):   # out[i] = buf[(i + start) mod h], a dynamic slice of buf twice over
+                return ops.slice(ops.concatenate([buf, buf], axis=1), (0, start, 0), buf.shape)
+            y, skip, buffer = self.call(x, buffer=rotate(queue, ops.mod(held, h)))
+            return y, skip, rotate(buffer, ops.mod(h - ops.mod(held + x.shape[1], h), h))
+        k, d = self.kernel_size, self.dilation
+        taps = [ops.take(queue, ops.mod(held - (k - 1 - j) * d + h, h), axis=1)[:, None, :] for j in range(k - 1)]
+        z = self._product(taps + [ops.cast(x, queue.dtype)])
+        a, b = ops.split(z, 2, axis=-1)
+        res, skip = ops.split(self.res_skip(ops.tanh(a) * ops.sigmoid(b)), 2, axis=-1)
+        return x + res, skip, ops.slice_update(queue, (0, ops.mod(held, h), 0), ops.cast(x, queue.dtype))
 
     def compute_output_spec(self, x, buffer=None, training=None):
         y = keras.KerasTensor(x.shape, dtype=self.compute_dtype)

@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.config.schema import spec
 
 from .family import STREAM, EmbeddingParams, Family
-from .stepper import Stepper
+from .stepper import ArrayStateStepper
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def build_recurrent(family: Recurrent, cfg, vocab_size: int):
     return keras.Model(ids, logits, name=f"{family.name}_lm")
 
 
-class RecurrentStepper(Stepper):
+class RecurrentStepper(ArrayStateStepper):
     """Carries each layer's hidden (and cell) state across calls.
 
     State: one float32 array (B, S, units) with S = layers (rnn/gru) or 2*layers (lstm:
@@ -163,11 +163,28 @@ class RecurrentStepper(Stepper):
         logits = model.get_layer("logits")(x)
         self.step_model = keras.Model([ids, states], [logits, keras.ops.stack(states_out, axis=1)],
                                       name=f"{model.name}_stepper")
+        self.state_shape = (self.num_states, self.units)
+        self.per_layer = per_layer
+        self.model = model
 
-    def initial_state(self, batch_size: int):
-        return np.zeros((batch_size, self.num_states, self.units), np.float32)
+    def device_state(self, batch_size: int) -> tuple:
+        """One (B, units) tensor per layer state (h, or h then c), layer by layer."""
+        from keras import ops
+        return tuple(ops.zeros((batch_size, self.units), "float32") for _ in range(self.num_states))
 
-    def __call__(self, ids, state):
-        ids = self._ids(ids)
-        logits, new = self.step_model.predict_on_batch([ids, state])
-        return np.asarray(logits, dtype=np.float32), np.asarray(new, dtype=np.float32)
+    def device_step(self, ids, state, held):
+        """A single step runs each layer's cell directly (``step_once``); longer inputs run the
+        layers' sequence path."""
+        model, per = self.model, self.per_layer
+        x = model.get_layer("embedding")(ids)
+        new = []
+        for i in range(self.num_layers):
+            layer, init = model.get_layer(f"rnn_{i}"), list(state[i * per:(i + 1) * per])
+            if ids.shape[1] == 1:
+                states = layer.step_once(x, init)
+                x = states[0][:, None, :]
+            else:
+                out = layer(x, initial_state=init)
+                x, states = out[0], out[1:]
+            new.extend(states)
+        return model.get_layer("logits")(x), tuple(new)

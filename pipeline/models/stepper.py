@@ -5,16 +5,32 @@ import numpy as np
 
 
 class Stepper:
-    """Runs a model incrementally: ``logits, state = stepper(ids, state)``.
+    """Runs a model incrementally, in two forms sharing one set of weights.
 
-    ``ids`` (B, T) int continue the sequence held in ``state`` (T > 1 prefill, T == 1 decode);
-    logits are float32 (B, T, V). ``max_context`` is the most positions one state can hold
-    (None = unbounded); the caller re-prefills a window when it would be exceeded.
-    The compiled call is the backend's predict function (``predict_on_batch``) of a sibling
-    Keras model that shares the layer objects, hence the weights, of the trained model.
+    Host form (scoring, and the reference decoder ``pipeline.generation.decoding.generate``):
+    ``logits, state = stepper(ids, state)`` on numpy arrays. ``ids`` (B, T) int continue the
+    sequence held in ``state`` (T > 1 prefill, T == 1 decode); logits are float32 (B, T, V).
+
+    Device form (the compiled decoder ``pipeline.generation.compiled``): :meth:`device_state` and
+    :meth:`device_step` on backend tensors, pure functions traced inside one compiled loop, the
+    state a tuple of fixed-shape tensors that never leaves the device.
+
+    ``max_context`` is the most positions one state can hold (None = unbounded); the caller
+    re-prefills a window when it would be exceeded.
     """
 
     max_context: int | None = None
+
+    @property
+    def window_keep(self) -> int | None:
+        """Positions a full window restarts from when it slides (None: unbounded): ceil(C / 2).
+
+        The window slides by C // 2 tokens at once, so every sampled token sees between half a
+        window and a whole one, as every token scored by the evaluation protocol does
+        (``eval.stride_fraction`` 0.5), at about two tokens' work per token instead of a whole
+        window's (a re-prefill per token, as nanoGPT's ``generate`` does).
+        """
+        return None if self.max_context is None else self.max_context - self.max_context // 2
 
     def initial_state(self, batch_size: int):
         raise NotImplementedError
@@ -22,12 +38,46 @@ class Stepper:
     def __call__(self, ids: np.ndarray, state):
         raise NotImplementedError
 
+    def device_state(self, batch_size: int) -> tuple:
+        """The state of ``batch_size`` empty sequences: a tuple of backend tensors."""
+        raise NotImplementedError(f"{type(self).__name__} has no device form")
+
+    def device_step(self, ids, state: tuple, held):
+        """``(logits (B, T, V) float32, state)`` for int32 ``ids`` (B, T) continuing ``state``,
+        which holds ``held`` positions (a scalar int32 tensor). Pure keras.ops / layer calls."""
+        raise NotImplementedError(f"{type(self).__name__} has no device form")
+
     @staticmethod
     def _ids(ids) -> np.ndarray:
         ids = np.asarray(ids)
         if ids.ndim != 2:
             raise ValueError(f"ids must be (batch, time), got shape {ids.shape}")
         return ids.astype(np.int32, copy=False)
+
+
+class ArrayStateStepper(Stepper):
+    """A stepper whose state is one float32 array (B, *state_shape) and whose step is a Keras model
+    ``step_model([ids, state]) -> [logits, new state]`` sharing the trained model's layers (the
+    recurrent states, the convolution's per-block input queues). Never mutated."""
+
+    step_model = None
+    state_shape: tuple = ()
+
+    def initial_state(self, batch_size: int):
+        return np.zeros((batch_size,) + tuple(self.state_shape), np.float32)
+
+    def __call__(self, ids, state):
+        ids = self._ids(ids)
+        logits, new = self.step_model.predict_on_batch([ids, state])
+        return np.asarray(logits, dtype=np.float32), np.asarray(new, dtype=np.float32)
+
+    def device_state(self, batch_size: int) -> tuple:
+        from keras import ops
+        return (ops.zeros((batch_size,) + tuple(self.state_shape), "float32"),)
+
+    def device_step(self, ids, state, held):
+        logits, new = self.step_model([ids, state[0]], training=False)
+        return logits, (new,)
 
 
 def bucket(n: int, cap: int) -> int:
@@ -41,14 +91,21 @@ def bucket(n: int, cap: int) -> int:
 class RecomputeStepper(Stepper):
     """The stepper of a family without a cached decoder: every call runs the whole window again.
 
-    State: the ids held so far, int32 (B, n). A call appends its ids and runs the model on the
-    window, right-padded to a :func:`bucket` length (padding after the last real position never
-    changes a causal model's earlier logits). ``max_context`` is the training context.
+    State: the ids held so far, int32 (B, n) (device form: (B, max_context), valid up to ``held``).
+    A call appends its ids and runs the model on the window, right-padded (host form: to a
+    :func:`bucket` length); padding after the last real position never changes a causal model's
+    earlier logits. ``max_context`` is the training context.
     """
 
     def __init__(self, model, max_len: int):
         self.model = model
         self.max_context = int(max_len)
+
+    @property
+    def window_keep(self) -> int:
+        """C - 1: every call recomputes the whole window anyway, so the longest context is free
+        (and a fixed-window model with C = its context + 1 decodes exactly)."""
+        return self.max_context - 1
 
     def initial_state(self, batch_size: int):
         return np.zeros((batch_size, 0), np.int32)
@@ -66,3 +123,14 @@ class RecomputeStepper(Stepper):
         padded[:, :n] = seq
         logits = np.asarray(self.model.predict_on_batch(padded), dtype=np.float32)
         return logits[:, n - steps:n], seq
+
+    def device_state(self, batch_size: int) -> tuple:
+        from keras import ops
+        return (ops.zeros((batch_size, self.max_context), "int32"),)
+
+    def device_step(self, ids, state, held):
+        from keras import ops
+        window = ops.slice_update(state[0], (0, held), ops.cast(ids, "int32"))
+        logits = self.model(window, training=False)
+        batch, steps = ids.shape
+        return ops.slice(logits, (0, held, 0), (batch, steps, logits.shape[-1])), (window,)

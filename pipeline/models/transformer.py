@@ -130,6 +130,7 @@ class TransformerStepper(Stepper):
     """
 
     def __init__(self, model, cfg, max_len: int | None = None):
+        self.model, self.cfg = model, cfg
         self.max_context = int(max_len or model.get_layer("positions").max_len)
         self.num_layers = int(cfg.layers)
         self.heads = int(cfg.heads)
@@ -187,3 +188,26 @@ class TransformerStepper(Stepper):
         buf.array[:, :, n:n + steps] = new_kv
         buf.length = n + steps
         return np.asarray(logits, dtype=np.float32), KVState(buf, batch, n + steps)
+
+    def device_state(self, batch_size: int) -> tuple:
+        """Keys then values of each block, (B, heads, max_context, head_dim) float32 each."""
+        from keras import ops
+        shape = (batch_size, self.heads, self.max_context, self.head_dim)
+        return tuple(ops.zeros(shape, "float32") for _ in range(2 * self.num_layers))
+
+    def device_step(self, ids, state, held):
+        """The blocks' :meth:`~pipeline.models.layers.DecoderBlock.decode` over the fixed-size caches."""
+        from keras import ops
+        held = ops.cast(held, "int32")
+        model, cfg = self.model, self.cfg
+        embedding = model.get_layer("embedding")
+        x = embedding(ids)
+        if cfg.embed_dim != cfg.units:
+            x = model.get_layer("embed_proj")(x)
+        x = model.get_layer("positions")(x, start=ops.broadcast_to(held, (ids.shape[0],)))
+        caches = []
+        for i in range(self.num_layers):
+            x, k, v = model.get_layer(f"block_{i}").decode(x, state[2 * i], state[2 * i + 1], held)
+            caches += [k, v]
+        tie = bool(getattr(cfg, "tie_embeddings", False))
+        return _head(x, cfg, None, int(cfg.units), tie, embedding, model=model), tuple(caches)

@@ -3,52 +3,76 @@
 ``mlflow models serve -m <uri> --env-manager local`` serves it (run it with ``.venv/bin`` on
 ``PATH``: MLflow execs ``uvicorn``). The input is a DataFrame (or a
 dict of columns, or a list of prompt strings) with a ``prompt`` column and optional per-row
-``max_tokens``, ``temperature``, ``top_k``, ``top_p`` and ``seed`` columns; the same five
+``max_tokens``, ``temperature``, ``top_k``, ``top_p``, ``seed`` and ``stop`` columns; the same
 settings can also be given as inference ``params`` (a per-row value wins over a param, a param
 over the logged defaults). The output is a DataFrame with one column ``text``: the generated
-continuation of each prompt. Example request::
+continuation of each prompt (all prompts of a request are decoded together, in one batch of the
+compiled decoder). ``predict_stream`` yields the text of one prompt as it is generated. Example
+request::
 
     curl -s localhost:5000/invocations -H 'Content-Type: application/json' \\
       -d '{"dataframe_records": [{"prompt": "The ", "seed": 1}], "params": {"max_tokens": 50}}'
     # also {"inputs": ["The ", "A "], "params": {...}} and {"inputs": {"prompt": [...], ...}}
     # -> {"predictions": [{"text": "..."}, ...]}
 
+Every request is checked first (:mod:`pipeline.tracking.requests`: the types and ranges of the
+settings, and the caps: ``MAX_TOKENS`` per row, ``MAX_PROMPT_CHARS`` per prompt, ``MAX_ROWS``
+prompts per request); the scoring server answers a bad one with HTTP 400 and a one-line message
+naming the field (:class:`RequestRejected`).
+
 Artifacts of the logged pyfunc: the network folder (``pipeline.models.network.save_network``:
 weights and config) and ``vocab.json``. The ``pipeline`` package itself (and the source of a family
 from the user's own code) is shipped as the model's code, so a served model decodes with the exact
 code it was logged with.
 
-The loaders (``pipeline.models.network.load_generating_model``,
-``pipeline.data.tokenizers.load_tokenizer``) are imported lazily inside the pyfunc's methods; tests
+The loaders (:func:`load_model`, ``pipeline.data.tokenizers.load_tokenizer``) are imported lazily inside the pyfunc's methods; tests
 inject stubs through the :class:`TextGenerator` constructor.
 """
 from __future__ import annotations
 
-import math
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from pipeline.paths import NGRAM_FILE, PACKAGE
+from pipeline.tracking.requests import MAX_SECONDS, SETTINGS, RequestError, parse_requests
 
-SETTINGS = ("max_tokens", "temperature", "top_k", "top_p", "seed")
 DEFAULTS: dict[str, Any] = {"max_tokens": 200, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-                            "seed": -1}   # seed -1: fresh randomness on every request
-_TYPES = {"max_tokens": int, "temperature": float, "top_k": int, "top_p": float, "seed": int}
+                            "seed": -1, "stop": ""}   # seed -1: fresh randomness on every request
+_TYPES = {"max_tokens": int, "temperature": float, "top_k": int, "top_p": float, "seed": int, "stop": str}
 
 
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+class RequestRejected(MlflowException, ValueError):
+    """A request the generator will not serve (a :class:`RequestError`), as MLflow's scoring server
+    answers it: HTTP 400 (``INVALID_PARAMETER_VALUE``), the error's one-line message, no stack trace.
+
+    Its message cannot be rewritten. MLflow 3.17's scoring server (``scoring_server.invocations``)
+    sets the message of every MlflowException that ``predict`` raises to ``"Failed to predict data
+    '<the whole input>'. \\nError: <message>"``: two lines, echoing the request back (a 1 MB prompt,
+    a 1 MB error). That assignment is ignored here; ``tests/test_serving.py`` checks the response.
+    """
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):   # set once, by MlflowException.__init__
+            self._message = value
 
 
 class TextGenerator(mlflow.pyfunc.PythonModel):
     """Generates text from prompts with a saved seqlab model (a network or the n-gram) and its vocabulary.
 
     ``load_model_fn`` and ``load_tokenizer_fn`` replace the real loaders (tests only); left as None,
-    the real ones are imported when the model is loaded. The model only needs ``sample(context,
-    num_tokens, rng, temperature, top_k, top_p)``. Nothing but these (None in production) and
+    the real ones are imported when the model is loaded. The model only needs ``stream`` (as
+    ``pipeline.generation.text`` wants it). Nothing but these (None in production) and
     ``defaults`` is pickled with the model.
     """
 
@@ -71,61 +95,82 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
 
     # ---- inference
     def _rows(self, model_input, params: dict | None) -> list[dict]:
-        import numpy as np
+        """The request's rows, checked: :func:`pipeline.tracking.requests.parse_requests` with the
+        logged defaults. A bad request raises :class:`RequestRejected` (also a ValueError)."""
+        try:
+            return parse_requests(model_input, params, self.defaults)
+        except RequestError as e:
+            raise RequestRejected(str(e), error_code=INVALID_PARAMETER_VALUE) from e
 
-        if isinstance(model_input, (str, bytes)):
-            model_input = [model_input]
-        if isinstance(model_input, np.ndarray):   # JSON {"inputs": [...]} arrives as an array
-            model_input = model_input.tolist()
-        if isinstance(model_input, pd.Series):
-            model_input = model_input.to_frame()
-        if isinstance(model_input, dict):
-            model_input = pd.DataFrame({k: list(v) if isinstance(v, (list, tuple, np.ndarray))
-                                        else [v] for k, v in model_input.items()})
-        if isinstance(model_input, (list, tuple)):
-            model_input = pd.DataFrame(
-                [r if isinstance(r, dict) else {"prompt": r} for r in model_input])
-        if not isinstance(model_input, pd.DataFrame):
-            raise TypeError(f"expected a DataFrame, dict or list of prompts, got {type(model_input)}")
-        if "prompt" not in model_input.columns:
-            if model_input.shape[1] != 1:
-                raise ValueError("input needs a 'prompt' column")
-            model_input = model_input.rename(columns={model_input.columns[0]: "prompt"})
-        base = {**self.defaults, **{k: v for k, v in (params or {}).items()
-                                    if k in SETTINGS and not _missing(v)}}
-        rows = []
-        for record in model_input.to_dict(orient="records"):
-            row = {"prompt": "" if _missing(record.get("prompt")) else str(record["prompt"])}
-            for key in SETTINGS:
-                value = record.get(key)
-                row[key] = _TYPES[key](base[key] if _missing(value) else value)
-            rows.append(row)
-        return rows
-
-    def generate_one(self, row: dict) -> str:
-        import numpy as np
-
-        rng = np.random.default_rng(None if row["seed"] < 0 else row["seed"])
-        prompt_ids = self.tokenizer.encode(row["prompt"])
-        ids = self.model.sample(prompt_ids, row["max_tokens"], rng, row["temperature"], row["top_k"], row["top_p"])
-        return self.tokenizer.decode(ids)
+    def _deadline(self) -> float:
+        return time.monotonic() + MAX_SECONDS
 
     # The pd.DataFrame hint only tells MLflow not to validate or convert the input itself
     # (lists and dicts are accepted too); a missing hint would warn on every load.
     def predict(self, context, model_input: pd.DataFrame,
                 params: dict | None = None) -> pd.DataFrame:
-        return pd.DataFrame({"text": [self.generate_one(r) for r in self._rows(model_input, params)]})
+        """One ``text`` per prompt, all prompts decoded together in one batch."""
+        from pipeline.generation.text import generate_texts  # load time: where the model is served
+        rows = self._rows(model_input, params)
+        return pd.DataFrame({"text": generate_texts(self.model, self.tokenizer, rows, self._deadline())})
+
+    def predict_stream(self, context, model_input, params: dict | None = None):
+        """The text of one prompt as it is generated: an iterator of strings."""
+        from pipeline.generation.text import stream_texts  # load time: where the model is served
+        rows = self._rows(model_input, params)
+        if len(rows) != 1:
+            raise RequestRejected(f"input: {len(rows)} prompts; predict_stream takes one",
+                                  error_code=INVALID_PARAMETER_VALUE)
+        for deltas in stream_texts(self.model, self.tokenizer, rows, self._deadline()):
+            if deltas[0]:
+                yield deltas[0]
 
 
 def load_model(folder: Path):
-    """The model a saved folder holds, as something with ``sample``: the n-gram model
-    (``models/ngram``: ``model.npz``), or a network (``save_network``) behind its stepper."""
+    """The sampler of a saved folder (``stream``, as ``pipeline.generation.text`` wants it): the
+    n-gram model (``models/ngram``: ``model.npz``) on the host, or a network (``save_network``)
+    behind the compiled decoder."""
     if (folder / NGRAM_FILE).is_file():
+        from pipeline.generation.text import HostSampler  # load time: where the model is served
         from pipeline.models.ngram import KneserNeyLM  # load time: where the model is served
-        return KneserNeyLM.load(folder / NGRAM_FILE)
-    from pipeline.generation.decoding import StepperSampler  # load time: where the model is served
+        return HostSampler(KneserNeyLM.load(folder / NGRAM_FILE))
+    from pipeline.generation.compiled import CompiledDecoder  # load time: where the model is served
     from pipeline.models.network import load_network  # load time: where the model is served
-    return StepperSampler(load_network(folder).stepper())
+    network = load_network(folder)
+    return CompiledDecoder(network.stepper(), network.vocab_size)
+
+
+def open_text_generator(model: str, vocab: Path) -> "TextGenerator":
+    """The loaded :class:`TextGenerator` behind ``model``: a registered model (``models:/NAME@ALIAS``,
+    ``models:/NAME/VERSION``), a run's (``runs:/ID/generator``), a logged model folder (``MLmodel``),
+    or a saved model folder (``models/<arch>``) with the vocabulary ``vocab``. SeqlabError otherwise."""
+    from types import SimpleNamespace
+
+    from pipeline.errors import SeqlabError
+
+    folder = Path(model)
+    if ":/" not in model and not (folder / "MLmodel").is_file():
+        if not folder.is_dir():
+            raise SeqlabError(f"model {model!r}: no such folder; expected models:/NAME@ALIAS, "
+                              "models:/NAME/VERSION, runs:/RUN_ID/generator or a model folder")
+        if not vocab.is_file():
+            raise SeqlabError(f"--vocab {vocab}: no such file (the vocabulary of {model}; run `make run`)")
+        generator = TextGenerator()
+        generator.load_context(SimpleNamespace(artifacts={"network": str(folder), "vocab": str(vocab)}))
+        return generator
+
+    from pipeline.tracking.store import quiet_mlflow, tracking_uri
+    quiet_mlflow()
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        loaded = mlflow.pyfunc.load_model(model)
+    except Exception as e:   # MLflow raises several types (MlflowException, OSError, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SeqlabError(f"model {model!r} could not be loaded from {mlflow.get_tracking_uri()}: {first}") from None
+    generator = loaded.unwrap_python_model()
+    if not isinstance(generator, TextGenerator):
+        raise SeqlabError(f"model {model!r} is not a seqlab text generator ({type(generator).__name__})")
+    return generator
 
 
 def generator_signature(defaults: dict | None = None):
@@ -140,7 +185,7 @@ def generator_signature(defaults: dict | None = None):
 
     d = {**DEFAULTS, **(defaults or {})}
     kinds = {"max_tokens": "long", "temperature": "double", "top_k": "long", "top_p": "double",
-             "seed": "long"}
+             "seed": "long", "stop": "string"}
     return ModelSignature(
         inputs=None,
         outputs=Schema([ColSpec("string", "text")]),

@@ -1,0 +1,65 @@
+"""``python -m pipeline.generation.cli MODEL --prompt TEXT``: generate text from any seqlab model.
+
+MODEL is a registered model (``models:/seqlab-lstm@champion``, ``models:/seqlab-gru/3``), a run's
+generator (``runs:/<run id>/generator``), a logged model folder (one holding ``MLmodel``), or a
+folder a ``make run`` leaves (``models/<arch>``, with the vocabulary of ``--vocab``). The text is
+streamed to stdout as it is generated (one prompt) or printed per prompt (several, decoded in one
+batch). The settings and their limits are the served model's (``pipeline.tracking.requests``).
+The tracking store is ``$MLFLOW_TRACKING_URI``, else this repository's ``mlflow.db``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.paths import PREPARED
+    from pipeline.tracking.requests import MAX_TOKENS
+
+    ap = argparse.ArgumentParser(prog="python -m pipeline.generation.cli", description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/generator or a folder")
+    ap.add_argument("--prompt", action="append", help="repeatable; default: standard input, one prompt")
+    ap.add_argument("--max-tokens", type=int, help=f"new tokens per prompt (at most {MAX_TOKENS}; "
+                                                  "default: the model's logged default)")
+    ap.add_argument("--temperature", type=float, help="0 is greedy")
+    ap.add_argument("--top-k", type=int, help="0: off")
+    ap.add_argument("--top-p", type=float, help="1: off")
+    ap.add_argument("--seed", type=int, help="-1: fresh randomness")
+    ap.add_argument("--stop", help="the text ends before this string")
+    ap.add_argument("--vocab", type=Path, default=PREPARED / "vocab.json",
+                    help="the vocabulary of a models/<arch> folder (default: %(default)s)")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pipeline.errors import SeqlabError
+    from pipeline.tracking.pyfunc import DEFAULTS, open_text_generator
+    from pipeline.tracking.requests import RequestError, parse_requests
+
+    prompts = args.prompt if args.prompt is not None else [sys.stdin.read()]
+    params = {k: getattr(args, k) for k in ("max_tokens", "temperature", "top_k", "top_p", "seed", "stop")
+              if getattr(args, k) is not None}
+    try:
+        parse_requests(prompts, params, DEFAULTS)                # refuse a bad request before loading anything
+        generator = open_text_generator(args.model, args.vocab)
+        parse_requests(prompts, params, generator.defaults)      # and with the model's defaults, before any output
+        if len(prompts) == 1:
+            sys.stdout.write(prompts[0])
+            for piece in generator.predict_stream(None, prompts[0], params):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+        else:
+            texts = generator.predict(None, prompts, params)["text"]
+            for prompt, text in zip(prompts, texts):
+                sys.stdout.write(f"=== prompt: {prompt!r}\n{prompt}{text}\n")
+    except (SeqlabError, RequestError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
