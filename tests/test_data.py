@@ -118,3 +118,32 @@ def test_prepared_round_trip_and_hash(tmp_path):
     np.testing.assert_array_equal(again.ids["test"], data.ids["test"])
     assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [
         "stats.json", "test.npy", "train.npy", "valid.npy", "vocab.json"]
+
+
+def test_a_wordpiece_vocabulary_below_the_alphabet_is_an_error():
+    """The learner keeps every character whatever vocab_size says: a cap it cannot honour is refused."""
+    with pytest.raises(SeqlabError, match=r"data.vocab_size: 8 is below what wordpiece needs for this corpus"):
+        learn_tokenizer("wordpiece", TEXT, vocab_size=8)
+
+
+def test_corpus_hygiene_bom_and_line_ends_are_normalised_and_counted(tmp_path):
+    lines = "".join(f"line {i} of the corpus\r\n" for i in range(60))
+    (tmp_path / "c.txt").write_bytes(b"\xef\xbb\xbf" + lines.encode() + b"old mac\rend\n")
+    c = load_corpus(str(tmp_path / "c.txt"), [0.8, 0.1, 0.1])
+    text = c.train + c.valid + c.test
+    assert "\r" not in text and "\ufeff" not in text and text.startswith("line 0 of")
+    assert c.hygiene == {"bom_removed": 1, "crlf_line_ends": 60, "cr_line_ends": 1}
+    plain = tmp_path / "plain.txt"
+    plain.write_text(text, encoding="utf-8")
+    same = load_corpus(str(plain), [0.8, 0.1, 0.1])
+    assert (same.train, same.valid, same.test) == (c.train, c.valid, c.test)   # the same ids follow
+    assert same.hygiene == {"bom_removed": 0, "crlf_line_ends": 0, "cr_line_ends": 0}
+
+
+@pytest.mark.parametrize("char, name", [("\x00", "0000"), ("\x0c", "000C"), ("\x1b", "001B")])
+def test_corpus_hygiene_control_characters_are_refused_where_they_are(tmp_path, char, name):
+    path = tmp_path / "c.txt"
+    path.write_text("first line\nsecond" + char + " line\n" * 50, encoding="utf-8")
+    with pytest.raises(SeqlabError) as e:
+        load_corpus(str(path), [0.8, 0.1, 0.1])
+    assert str(e.value).startswith(f"{path}: control character U+{name} at line 2, column 7 (character offset 17)")

@@ -42,6 +42,12 @@ def test_repo_params_load():
     ({"models": {"x": {"family": "families.window_mlp:WindowMLP", "context": 0}}}, "models.x.context: expected a value >= 1"),
     ({"models": {"x": {"family": "families.window_mlp:WindowMLP", "context": 2000}}}, "models.x.context: 2000 tokens"),
     ({"models": []}, "models: expected a mapping"),
+    ({"models": {}}, "models: expected at least one model"),
+    ({"train": {"epochs": 2}}, "models: expected at least one model"),
+    ({"models": {"my model": {"family": "lstm"}}}, "models: 'my model' is not a usable model name"),
+    ({"models": {"../x": {"family": "lstm"}}}, "models: '../x' is not a usable model name"),
+    ({"models": {"x": {"family": "lstm"}}, "mlflow": {"experiment": "a/b"}},
+     "mlflow.experiment: 'a/b' is not a usable experiment name"),
     ([1, 2], "expected a mapping"),
 ])
 def test_bad_params_are_named(raw, message):
@@ -66,7 +72,15 @@ def test_unknown_architecture_is_an_error():
 
 
 def test_int_accepted_for_float_and_deep_merge():
-    p = parse_params({"train": {"learning_rate": 1}})
+    p = parse_params({"train": {"learning_rate": 1}, "models": {"x": {"family": "gru"}}})
     assert p.train.learning_rate == 1.0 and isinstance(p.train.learning_rate, float)
     merged = deep_merge({"train": {"epochs": 3, "seq_len": 64}, "seed": 1}, {"train": {"epochs": 9}})
     assert merged == {"train": {"epochs": 9, "seq_len": 64}, "seed": 1}
+
+
+def test_a_key_given_twice_is_an_error_with_both_lines(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("models:\n  lstm: {family: lstm}\ntrain:\n  epochs: 2\n  epochs: 3\n")
+    with pytest.raises(SeqlabError, match=r"duplicate key 'epochs' \(first at line 4\)") as e:
+        load_params(path)
+    assert str(e.value).startswith(f"{path}: not valid YAML") and "line 5" in str(e.value)

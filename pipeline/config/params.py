@@ -8,6 +8,7 @@ A preset (``presets/<name>.yaml``) is a partial overlay with the same schema.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pipeline.errors import SeqlabError
 from pipeline.models.family import ModelParams
 
 TOKENIZERS = ("char", "word", "wordpiece")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")     # model and experiment names
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,17 @@ def _cross_checks(p: Params) -> None:
                           f"(train, valid, test), got {split}")
     if p.data.corpus.startswith("https://") and not p.data.sha256:
         raise SeqlabError("params: data.sha256: required when data.corpus is an https URL")
+    if not p.models:
+        raise SeqlabError("params: models: expected at least one model, e.g. models: {lstm: {family: lstm}}")
     for arch in p.models:
+        # the name becomes a folder, a DVC stage (train@<name>), a file and a registered model name
+        if not NAME.fullmatch(str(arch)):
+            raise SeqlabError(f"params: models: {arch!r} is not a usable model name; expected letters, digits, "
+                              "'_' or '-', starting with a letter or digit, at most 64 characters")
         p.train_for(arch)  # validates the model's own train overrides
+    if not NAME.fullmatch(p.mlflow.experiment):
+        raise SeqlabError(f"params: mlflow.experiment: {p.mlflow.experiment!r} is not a usable experiment name; "
+                          "expected letters, digits, '_' or '-', starting with a letter or digit, at most 64 characters")
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -132,9 +143,23 @@ def deep_merge(base: dict, overlay: dict) -> dict:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping holding the same key twice (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise SeqlabError(f"{path}: file not found") from None
     except yaml.YAMLError as e:

@@ -7,8 +7,9 @@ given, or an ``https://`` URL whose sha256 must match (downloaded once into ``da
 from __future__ import annotations
 
 import hashlib
+import re
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import SeqlabError
@@ -24,9 +25,41 @@ class Corpus:
     valid: str
     test: str
     source: str
+    hygiene: dict = field(default_factory=dict)   # what :func:`clean_text` changed, summed over the files
 
     def split(self, name: str) -> str:
         return getattr(self, name)
+
+
+# C0 control characters and DEL other than tab and newline (a carriage return is a line end)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def clean_text(text: str, where: str) -> tuple[str, dict]:
+    """What a user expects of a text corpus, done and counted: a leading byte-order mark is removed,
+    CRLF and lone CR line ends become LF; any other control character (NUL, form feed, escape, ...)
+    is an error naming the file, line, column and character offset. Returns ``(text, counts)``."""
+    bom = text.startswith("\ufeff")
+    if bom:
+        text = text[1:]
+    crlf, cr = text.count("\r\n"), 0
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        cr = text.count("\r")
+        text = text.replace("\r", "\n")
+    bad = _CONTROL.search(text)
+    if bad:
+        at = bad.start()
+        line = text.count("\n", 0, at) + 1
+        column = at - (text.rfind("\n", 0, at) + 1) + 1
+        raise SeqlabError(f"{where}: control character U+{ord(bad.group()):04X} at line {line}, column {column} "
+                          f"(character offset {at + bom}); a text corpus holds none but tab and newline: "
+                          "remove it or convert the file to text")
+    return text, {"bom_removed": int(bom), "crlf_line_ends": crlf, "cr_line_ends": cr}
+
+
+def _summed(counts: list[dict]) -> dict:
+    return {k: sum(c[k] for c in counts) for k in counts[0]} if counts else {}
 
 
 def decode_utf8(data: bytes, where: str) -> str:
@@ -61,11 +94,12 @@ def split_text(text: str, fractions: list[float], where: str) -> tuple[str, str,
     return parts
 
 
-def _read_file(path: Path) -> str:
-    text = decode_utf8(path.read_bytes(), str(path))
+def _read_file(path: Path, where: str | None = None) -> tuple[str, dict]:
+    """A corpus file's text, decoded and cleaned (:func:`clean_text`), and what cleaning changed."""
+    text, counts = clean_text(decode_utf8(path.read_bytes(), str(path)), where or str(path))
     if not text.strip():
         raise SeqlabError(f"{path}: the corpus is empty")
-    return text
+    return text, counts
 
 
 def _download(url: str, sha256: str, dest_dir: Path) -> Path:
@@ -91,12 +125,13 @@ def load_corpus(spec: str, fractions: list[float], sha256: str | None = None,
     if spec.startswith("builtin:"):
         if spec not in BUILTINS:
             raise SeqlabError(f"data.corpus: unknown builtin {spec!r}; available: {', '.join(BUILTINS)}")
-        return Corpus(*split_text(_builtin_python_docs(), fractions, spec), source=spec)
+        text, counts = clean_text(_builtin_python_docs(), spec)
+        return Corpus(*split_text(text, fractions, spec), source=spec, hygiene=counts)
     if spec.startswith("https://"):
         if not sha256:
             raise SeqlabError("data.sha256: required when data.corpus is an https URL")
-        path = _download(spec, sha256, root / "data" / "downloads")
-        return Corpus(*split_text(_read_file(path), fractions, spec), source=spec)
+        text, counts = _read_file(_download(spec, sha256, root / "data" / "downloads"), spec)
+        return Corpus(*split_text(text, fractions, spec), source=spec, hygiene=counts)
     if "://" in spec:
         raise SeqlabError(f"data.corpus: {spec!r}: only https:// URLs are supported")
     path = (root / spec) if not Path(spec).is_absolute() else Path(spec)
@@ -105,7 +140,9 @@ def load_corpus(spec: str, fractions: list[float], sha256: str | None = None,
         if missing:
             raise SeqlabError(f"{path}: a corpus folder needs train.txt, valid.txt and test.txt; "
                               f"missing {', '.join(missing)}")
-        return Corpus(*(_read_file(path / f"{s}.txt") for s in SPLITS), source=str(spec))
+        texts, counts = zip(*(_read_file(path / f"{s}.txt") for s in SPLITS))
+        return Corpus(*texts, source=str(spec), hygiene=_summed(list(counts)))
     if path.is_file():
-        return Corpus(*split_text(_read_file(path), fractions, str(path)), source=str(spec))
+        text, counts = _read_file(path)
+        return Corpus(*split_text(text, fractions, str(path)), source=str(spec), hygiene=counts)
     raise SeqlabError(f"data.corpus: {spec!r} is neither a builtin, an https URL, a file nor a folder")

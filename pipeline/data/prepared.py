@@ -57,7 +57,7 @@ def build_prepared(corpus: Corpus, tokenizer: Tokenizer) -> PreparedData:
         splits[s] = {"chars": len(corpus.split(s)), "tokens": int(len(a)),
                      "unk_tokens": int(np.sum(a == 1)), "lines": corpus.split(s).count("\n")}
     stats = {"source": corpus.source, "tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
-             "splits": splits, "data_hash": data_hash(ids, tokenizer)}
+             "splits": splits, "cleaning": corpus.hygiene, "data_hash": data_hash(ids, tokenizer)}
     return PreparedData(ids, tokenizer, stats)
 
 

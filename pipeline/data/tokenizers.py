@@ -156,5 +156,9 @@ def learn_tokenizer(kind: str, train_text: str, vocab_size: int, lowercase: bool
         ds = tf.data.Dataset.from_tensor_slices(_lines(text) or [""]).batch(1024)
         vocab = bv.bert_vocab_from_dataset(ds, vocab_size=vocab_size, reserved_tokens=reserved,
                                            bert_tokenizer_params={"lower_case": False}, learn_params={})
+        if len(vocab) > vocab_size:
+            # the learner always keeps every character (and its ## continuation) of the text
+            raise SeqlabError(f"data.vocab_size: {vocab_size} is below what wordpiece needs for this corpus: its "
+                              f"characters alone take {len(vocab)} pieces; expected at least {len(vocab)}")
         return Tokenizer(kind, list(vocab), options)
     raise SeqlabError(f"data.tokenizer: unknown tokenizer {kind!r}; expected char, word or wordpiece")
