@@ -34,3 +34,9 @@ PLOTS = Path("plots")
 REPORTS = Path("reports")
 SAMPLES = REPORTS / "samples"
 CHECKPOINTS = Path("checkpoints")
+
+
+def model_lock(arch: str) -> Path:
+    """The lock a stage of model ``arch`` holds while it runs (``pipeline.lock``): beside
+    the checkpoints, outside every DVC out, so that DVC never removes it."""
+    return CHECKPOINTS / f"{arch}.lock"

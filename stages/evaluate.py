@@ -9,13 +9,14 @@ from pipeline.generation.compiled import CompiledDecoder
 from pipeline.generation.text import generate_texts, sample_rows
 from pipeline.io import read_json, write_json, write_text
 from pipeline.models.network import load_network
-from pipeline.paths import METRICS, MODELS, PREPARED, PROVENANCE, SAMPLES
+from pipeline.paths import METRICS, MODELS, PREPARED, PROVENANCE, SAMPLES, model_lock
 from pipeline.reporting import format_samples
 from pipeline.scoring.protocol import flat_metrics, network_logprobs, split_metrics
 from pipeline.stage import run_stage
 from pipeline.tracking.registration import ensure_registered
 from pipeline.tracking.registry import set_version_metrics
 from pipeline.tracking.runs import model_run
+from pipeline.lock import exclusive
 
 
 def main(argv: list[str]) -> None:
@@ -23,6 +24,11 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python -m stages.evaluate ARCH")
     arch = argv[0]
     p = load_params()
+    with exclusive(model_lock(arch), f"a stage of model {arch!r}"):
+        evaluate(arch, p)
+
+
+def evaluate(arch: str, p) -> None:
     data = load_prepared(PREPARED)
     tok = data.tokenizer
     network = load_network(MODELS / arch)

@@ -4,12 +4,13 @@ from pipeline.data.prepared import load_prepared
 from pipeline.io import write_json
 from pipeline.models import build_model, count_parameters
 from pipeline.models.network import Network, save_network
-from pipeline.paths import CHECKPOINTS, MODELS, PLOTS, PREPARED
+from pipeline.paths import CHECKPOINTS, MODELS, PLOTS, PREPARED, model_lock
 from pipeline.reporting import write_history_csv
 from pipeline.stage import run_stage
 from pipeline.tracking.registration import register_network
 from pipeline.tracking.registry import registered_name
 from pipeline.tracking.runs import model_run
+from pipeline.lock import exclusive
 from pipeline.training.loop import train_model
 from pipeline.training.runtime import is_chief
 
@@ -20,13 +21,18 @@ def main(argv: list[str]) -> None:
     arch = argv[0]
     p = load_params()
     m, t = p.model(arch), p.train_for(arch)
-    data = load_prepared(PREPARED)
-    vocab_size = data.tokenizer.vocab_size
     if not is_chief():  # another worker of a multi-worker run: trains in lockstep with the chief, writes nothing
-        train_model(m, t, data.ids["train"], data.ids["valid"], vocab_size, data.data_hash, p.seed,
+        data = load_prepared(PREPARED)
+        train_model(m, t, data.ids["train"], data.ids["valid"], data.tokenizer.vocab_size, data.data_hash, p.seed,
                     CHECKPOINTS / arch, build_model)
         print(f"{arch}: worker done; the chief writes the outputs")
         return
+    with exclusive(model_lock(arch), f"a stage of model {arch!r}"):
+        train_and_register(arch, p, m, t, load_prepared(PREPARED))
+
+
+def train_and_register(arch, p, m, t, data) -> None:
+    vocab_size = data.tokenizer.vocab_size
     experiment = p.mlflow.experiment
     with model_run(experiment, arch, "train", data.data_hash) as run:
         run.log_params({f"model.{k}": v for k, v in m.as_dict().items() if k != "train"}

@@ -81,3 +81,33 @@ def test_divergence_on_the_last_step_is_caught_before_anything_is_saved(tmp_path
                                               r"after epoch 1 \(step 1\)"):
         train_model(model, train, ids, ids[:200], 20, "h", 0, tmp_path / "ckpt", build_model, on_epoch=logged.append)
     assert not logged and not (tmp_path / "ckpt" / "last.npz").exists()
+
+
+def test_a_second_process_on_the_same_model_is_refused_and_the_lock_dies_with_its_holder(repo):
+    """`kill -9` of `dvc` leaves its stage running: a second stage of the same model must not start
+    beside it (it would train the same model again and register it twice)."""
+    import signal
+    import time
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom pipeline.paths import model_lock\n"
+         "from pipeline.lock import exclusive\n"
+         "with exclusive(model_lock('rnn'), 'x'):\n    print('held', flush=True)\n    time.sleep(600)\n"],
+        cwd=repo, env=tool_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for cmd in (["stages.train", "rnn"], ["stages.evaluate", "rnn"]):
+            p = stage(repo, *cmd)
+            assert p.returncode == 2, p.stderr
+            line = p.stderr.strip().splitlines()[-1]
+            assert line.startswith(f"error: a stage of model 'rnn' is already running in process {holder.pid} "), line
+        assert not (repo / "models" / "rnn").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    t0 = time.perf_counter()
+    got = subprocess.run([sys.executable, "-c", "from pipeline.paths import model_lock\n"
+                          "from pipeline.lock import exclusive\n"
+                          "with exclusive(model_lock('rnn'), 'x'):\n    print('free')\n"],
+                         cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=60)
+    assert got.stdout.strip() == "free" and time.perf_counter() - t0 < 30   # released by the kernel
