@@ -26,6 +26,8 @@ def repo_root() -> Path:
 ROOT = repo_root()
 PRESETS = ROOT / "presets"
 PREPARED = Path("data/prepared")
+CORPUS_FINGERPRINT = Path("data/corpus.json")     # what the corpus holds (stages/corpus.py)
+CORPUS_STAT_CACHE = Path("data/.corpus-stat.json")  # size and mtime of files already hashed
 MODELS = Path("models")
 NGRAM_FILE = "model.npz"                       # the n-gram model inside its folder, models/ngram
 METRICS = Path("metrics")

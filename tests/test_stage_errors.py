@@ -111,3 +111,30 @@ def test_a_second_process_on_the_same_model_is_refused_and_the_lock_dies_with_it
                           "with exclusive(model_lock('rnn'), 'x'):\n    print('free')\n"],
                          cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=60)
     assert got.stdout.strip() == "free" and time.perf_counter() - t0 < 30   # released by the kernel
+
+
+def test_editing_the_corpus_file_reruns_prepare_and_only_then(tmp_path):
+    """The corpus is named by a param, not a path: its content must still be a dependency."""
+    import json
+
+    repo = make_tiny_repo(tmp_path / "repo")
+
+    def repro():
+        p = subprocess.run(["dvc", "repro", "prepare"], cwd=repo, env=tool_env(), capture_output=True,
+                           text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return p.stdout + p.stderr
+
+    def chars():
+        return json.loads((repo / "data" / "prepared" / "stats.json").read_text())["splits"]["train"]["chars"]
+
+    first = repro()
+    assert "Running stage 'prepare'" in first
+    before = chars()
+    again = repro()                                        # nothing changed: the fingerprint is rewritten as it was
+    assert "Running stage 'corpus'" in again and "Running stage 'prepare'" not in again, again
+    text = (repo / "corpus.txt").read_text()
+    (repo / "corpus.txt").write_text(text[: len(text) // 2])   # halved in place, as a user edits a file
+    edited = repro()
+    assert "Running stage 'prepare'" in edited, edited
+    assert chars() < before

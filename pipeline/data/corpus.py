@@ -1,8 +1,10 @@
-"""Resolve ``data.corpus`` to the text of the train, valid and test splits.
+"""Resolve ``data.corpus`` to the text of the train, valid and test splits, and fingerprint it.
 
 Sources: ``builtin:python-docs`` (offline, ships with CPython), a UTF-8 text file split by
 ``data.split`` at line boundaries, a folder holding ``train.txt``/``valid.txt``/``test.txt`` used as
 given, or an ``https://`` URL whose sha256 must match (downloaded once into ``data/downloads``).
+:func:`fingerprint` says what the content is, so that an edited corpus file reruns the pipeline
+(the ``corpus`` stage of dvc.yaml).
 """
 from __future__ import annotations
 
@@ -120,6 +122,57 @@ def _download(url: str, sha256: str, dest_dir: Path) -> Path:
     return dest
 
 
+def _file_sha256(path: Path, stats: dict) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (any size in bounded memory); ``stats`` maps a
+    path to (size, mtime_ns, sha256) seen before, so an unchanged file is not read again."""
+    st = path.stat()
+    key = str(path.resolve())
+    seen = stats.get(key)
+    if seen and seen[0] == st.st_size and seen[1] == st.st_mtime_ns:
+        return seen[2]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    stats[key] = [st.st_size, st.st_mtime_ns, h.hexdigest()]
+    return h.hexdigest()
+
+
+def fingerprint(spec: str, sha256: str | None = None, root: Path = Path("."), stats: dict | None = None) -> dict:
+    """What the corpus ``spec`` holds, as ``{"source", "files": {name: sha256}}``: the builtin's text,
+    a file's or a folder's three files' bytes, an URL's pinned sha256. ``stats``: see
+    :func:`_file_sha256` (updated in place). Errors like :func:`load_corpus`'s."""
+    stats = {} if stats is None else stats
+    if spec.startswith("builtin:"):
+        if spec not in BUILTINS:
+            raise SeqlabError(f"data.corpus: unknown builtin {spec!r}; available: {', '.join(BUILTINS)}")
+        import sys
+        files = {spec: hashlib.sha256(_builtin_python_docs().encode("utf-8")).hexdigest(),
+                 "python": sys.version.split()[0]}
+    elif spec.startswith("https://"):
+        if not sha256:
+            raise SeqlabError("data.sha256: required when data.corpus is an https URL")
+        files = {spec: sha256.lower()}
+    else:
+        path = _local(spec, root)
+        if path.is_dir():
+            files = {f"{s}.txt": _file_sha256(path / f"{s}.txt", stats) for s in SPLITS
+                     if (path / f"{s}.txt").is_file()}
+        else:
+            files = {path.name: _file_sha256(path, stats)}
+    return {"source": spec, "files": files}
+
+
+def _local(spec: str, root: Path) -> Path:
+    """The file or folder a local ``data.corpus`` names; SeqlabError if it is neither."""
+    if "://" in spec:
+        raise SeqlabError(f"data.corpus: {spec!r}: only https:// URLs are supported")
+    path = (root / spec) if not Path(spec).is_absolute() else Path(spec)
+    if not (path.is_dir() or path.is_file()):
+        raise SeqlabError(f"data.corpus: {spec!r} is neither a builtin, an https URL, a file nor a folder")
+    return path
+
+
 def load_corpus(spec: str, fractions: list[float], sha256: str | None = None,
                 root: Path = Path(".")) -> Corpus:
     if spec.startswith("builtin:"):
@@ -132,9 +185,7 @@ def load_corpus(spec: str, fractions: list[float], sha256: str | None = None,
             raise SeqlabError("data.sha256: required when data.corpus is an https URL")
         text, counts = _read_file(_download(spec, sha256, root / "data" / "downloads"), spec)
         return Corpus(*split_text(text, fractions, spec), source=spec, hygiene=counts)
-    if "://" in spec:
-        raise SeqlabError(f"data.corpus: {spec!r}: only https:// URLs are supported")
-    path = (root / spec) if not Path(spec).is_absolute() else Path(spec)
+    path = _local(spec, root)
     if path.is_dir():
         missing = [f"{s}.txt" for s in SPLITS if not (path / f"{s}.txt").is_file()]
         if missing:
@@ -142,7 +193,5 @@ def load_corpus(spec: str, fractions: list[float], sha256: str | None = None,
                               f"missing {', '.join(missing)}")
         texts, counts = zip(*(_read_file(path / f"{s}.txt") for s in SPLITS))
         return Corpus(*texts, source=str(spec), hygiene=_summed(list(counts)))
-    if path.is_file():
-        text, counts = _read_file(path)
-        return Corpus(*split_text(text, fractions, str(path)), source=str(spec), hygiene=counts)
-    raise SeqlabError(f"data.corpus: {spec!r} is neither a builtin, an https URL, a file nor a folder")
+    text, counts = _read_file(path)
+    return Corpus(*split_text(text, fractions, str(path)), source=str(spec), hygiene=counts)
