@@ -15,15 +15,15 @@ from pipeline.errors import SeqlabError
 
 
 @contextmanager
-def exclusive(path: Path, what: str):
-    """Hold the lock ``path`` for the duration; SeqlabError naming the holder's PID if another
-    process holds it (``what`` says what is locked, for the message)."""
+def exclusive(path: Path, what: str, wait: bool = False):
+    """Hold the lock ``path`` for the duration. If another process holds it: SeqlabError naming the
+    holder's PID (``what`` says what is locked, for the message), or with ``wait``, wait for it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise SeqlabError(f"{what} is already running in process {holder} (lock {path}); wait for it "

@@ -17,10 +17,15 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def run_stage(main: Callable[[list[str]], None]) -> None:
+def run_stage(main: Callable[[list[str]], None], tracked: bool = True) -> None:
+    """Run ``main`` in the repository; a ``tracked`` stage (one that logs to MLflow) first checks
+    that the tracking store can take it, within seconds, before any work."""
     quiet_tensorflow()
     os.chdir(ROOT)
     try:
+        if tracked:
+            from pipeline.tracking.store import check_store  # check only
+            check_store()
         main(sys.argv[1:])
     except SeqlabError as e:
         print(f"error: {e}", file=sys.stderr)

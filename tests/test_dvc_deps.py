@@ -35,7 +35,8 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-LOAD_TIME = "# load time"
+LOAD_TIME = "# load time"      # runs where a logged model is loaded, never in the stage
+CHECK_ONLY = "# check only"    # decides whether the stage may run, never what it writes
 
 
 def _imports(path: Path, module: str) -> set[str]:
@@ -45,7 +46,8 @@ def _imports(path: Path, module: str) -> set[str]:
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and LOAD_TIME in lines[node.lineno - 1]:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and (
+                LOAD_TIME in lines[node.lineno - 1] or CHECK_ONLY in lines[node.lineno - 1]):
             continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)

@@ -138,3 +138,16 @@ def test_editing_the_corpus_file_reruns_prepare_and_only_then(tmp_path):
     edited = repro()
     assert "Running stage 'prepare'" in edited, edited
     assert chars() < before
+
+
+def test_a_tracking_server_that_does_not_answer_stops_the_stage_in_seconds_before_any_work(repo):
+    import time
+    env = tool_env() | {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=repo, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and time.perf_counter() - t0 < 30, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "error: MLFLOW_TRACKING_URI=http://127.0.0.1:9: the tracking server does not answer at 127.0.0.1:9 "
+        f"(Connection refused); start it, or unset MLFLOW_TRACKING_URI to use {repo / 'mlflow.db'}"], p.stderr
+    assert not (repo / "data").exists()

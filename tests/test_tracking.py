@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.errors import SeqlabError
 from pipeline.paths import repo_root
 from tests.conftest import tracking_store
 from pipeline.tracking import keras_model, pyfunc, registry, runs, store
@@ -476,3 +477,71 @@ def test_generator_of_the_ngram_model(mlflow_store, tmp_path):
     out = pf.predict(["the quick "], params={"max_tokens": 9, "temperature": 0.0})["text"][0]
     greedy = tok.decode(lm.sample(tok.encode("the quick "), 9, np.random.default_rng(0), 0.0))
     assert out == greedy and len(out) == 9
+
+
+# --------------------------------------------------------------------------- unusable stores
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _corrupt(db: Path) -> None:
+    db.write_bytes(b"this is not an SQLite database\n" * 100)
+
+
+def _read_only(db: Path) -> None:
+    store.check_store(f"sqlite:///{db}")          # a real store first
+    db.chmod(0o444)
+
+
+STORE_FAULTS = [   # (case, make the fault, the message's start after "<where>: ")
+    ("corrupt file", _corrupt, "not a usable SQLite database (file is not a database)"),
+    ("read-only file", _read_only, "the store is read-only"),
+]
+
+
+@pytest.mark.parametrize("make, message", [pytest.param(m, msg, id=c) for c, m, msg in STORE_FAULTS])
+def test_an_unusable_sqlite_store_is_named_in_one_line(tmp_path, monkeypatch, make, message):
+    db = tmp_path / "mlflow.db"
+    make(db)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    with pytest.raises(SeqlabError) as e:
+        store.check_store()
+    assert str(e.value).startswith(f"MLFLOW_TRACKING_URI=sqlite:///{db} ({db}): {message}"), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_store_on_a_full_disk_or_in_a_missing_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    missing = tmp_path / "no" / "such" / "mlflow.db"
+    with pytest.raises(SeqlabError, match=f"the folder {tmp_path / 'no' / 'such'} does not exist"):
+        store.check_store(f"sqlite:///{missing}")
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 10 * 2**20, 10 * 2**20))
+    with pytest.raises(SeqlabError, match=r"only 10 MB free on its disk \(at least 64 MB needed\)"):
+        store.check_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_a_tracking_server_that_does_not_answer_is_refused_in_seconds(monkeypatch):
+    uri = f"http://127.0.0.1:{_unused_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    t0 = time.perf_counter()
+    with pytest.raises(SeqlabError) as e:
+        store.check_store()
+    assert time.perf_counter() - t0 < store.CONNECT_SECONDS + 2
+    assert str(e.value).startswith(f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer at 127.0.0.1:")
+    assert "unset MLFLOW_TRACKING_URI" in str(e.value)
+
+
+def test_processes_starting_on_one_new_store_at_once_all_succeed(tmp_path):
+    """MLflow creates and migrates a new SQLite store on first contact; without the set-up lock two
+    processes doing it at once could crash in the migration (alembic). Four at once here."""
+    uri = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
+    (tmp_path / "shared").mkdir()
+    code = ("import mlflow\nfrom pipeline.tracking import store\nstore.check_store()\nstore.configure('race')\n"
+            "with mlflow.start_run():\n    mlflow.log_metric('x', 1.0)\nprint('ok')\n")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(repo_root()))
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert all(rc == 0 and out.strip() == "ok" for rc, out, _ in results), [r[2][-2000:] for r in results]

@@ -8,8 +8,13 @@ the functions that need it.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import sqlite3
 from pathlib import Path
+from urllib.parse import urlparse
 
+from pipeline.errors import SeqlabError
 from pipeline.paths import repo_root
 
 # Environment variables that DVC sets for every stage command (dvc/env.py).
@@ -23,6 +28,8 @@ DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 
 _quieted = False
+MIN_FREE_MB = 64           # a store on a fuller disk fails mid-run: refuse it up front
+CONNECT_SECONDS = 3.0      # a tracking server that does not accept a connection in this long is down
 
 
 # --------------------------------------------------------------------------- where things go
@@ -118,6 +125,63 @@ def quiet_mlflow() -> None:
                  "mlflow.utils.environment"):
         logging.getLogger(name).setLevel(logging.WARNING)
     _quieted = True
+
+
+# --------------------------------------------------------------------------- is it usable
+def _where(uri: str) -> str:
+    return f"MLFLOW_TRACKING_URI={uri}" if os.environ.get("MLFLOW_TRACKING_URI", "").strip() else uri
+
+
+def check_store(uri: str | None = None) -> None:
+    """Fail in seconds, with one line naming the store and what to do, when the tracking store
+    cannot take this run: a server that does not answer, an SQLite file that is not a database,
+    is read-only or sits on a full disk. An SQLite store is then opened once under a lock beside
+    it (MLflow creates and migrates its schema on first contact), so that processes starting on
+    one new store at once do not race in the migration."""
+    uri = uri or tracking_uri()
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        url = urlparse(uri)
+        port = url.port or (443 if scheme == "https" else 80)
+        try:
+            socket.create_connection((url.hostname, port), timeout=CONNECT_SECONDS).close()
+        except OSError as e:
+            raise SeqlabError(f"{_where(uri)}: the tracking server does not answer at {url.hostname}:{port} "
+                              f"({e.strerror or e}); start it, or unset MLFLOW_TRACKING_URI to use "
+                              f"{original_root() / DB_FILE}") from None
+    elif uri.startswith("sqlite:///"):
+        _check_sqlite(uri, Path(uri[len("sqlite:///"):].split("?", 1)[0]).resolve())
+
+
+def _check_sqlite(uri: str, db: Path) -> None:
+    where = f"{_where(uri)} ({db})" if os.environ.get("MLFLOW_TRACKING_URI", "").strip() else str(db)
+    if not db.parent.is_dir():
+        raise SeqlabError(f"{where}: the folder {db.parent} does not exist; create it or point "
+                          "MLFLOW_TRACKING_URI at another store")
+    free_mb = shutil.disk_usage(db.parent).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise SeqlabError(f"{where}: only {free_mb:.0f} MB free on its disk (at least {MIN_FREE_MB} MB needed); "
+                          "free some space or move the store")
+    if db.exists():
+        mode = db.stat().st_mode
+        if not mode & 0o222 or not os.access(db, os.W_OK):
+            raise SeqlabError(f"{where}: the store is read-only; MLflow writes every run to it: make it "
+                              f"writable (chmod u+w {db}) or point MLFLOW_TRACKING_URI at another store")
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+                verdict = con.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise SeqlabError(f"{where}: not a usable SQLite database ({e}); move it aside (it may hold "
+                              "your runs: keep a copy) and run again to start a new store") from None
+        if verdict != "ok":
+            raise SeqlabError(f"{where}: the SQLite database is damaged ({verdict}); restore it from a "
+                              "copy, or move it aside and run again to start a new store")
+    # MLflow creates and migrates the schema on first contact; one process at a time does that
+    from pipeline.lock import exclusive  # check only
+    quiet_mlflow()
+    import mlflow
+    with exclusive(db.with_name(db.name + ".lock"), f"the set-up of {db}", wait=True):
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
 
 
 def configure(experiment: str) -> None:
