@@ -63,6 +63,29 @@ def test_outputs(repro):
     assert (repo / "reports" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+DIAGNOSED = {"effective_context_tokens", "order_sensitivity_tokens", "gradient_decay_per_token",
+             "gradient_half_life_tokens", "full_context_tokens"}
+
+
+def test_diagnostics_of_every_model(repro):
+    repo, _, _ = repro
+    table = (repo / "reports" / "properties.md").read_text()
+    for model in ("ngram",) + ARCHS:
+        m = json.loads((repo / "metrics" / "diagnostics" / f"{model}.json").read_text())
+        assert DIAGNOSED <= set(m), model
+        assert all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in m.values()), m
+        assert 1 <= m["effective_context_tokens"] <= m["full_context_tokens"] and m["targets"] == 8, m
+        assert (m["gradient_decay_per_token"] is None) == (model == "ngram"), m   # no gradient for the n-gram
+        assert (m["attention_mean_distance_tokens"] is None) == (model != "transformer"), m
+        assert f"| {model} |" in table
+    assert json.loads((repo / "metrics" / "diagnostics" / "ngram.json").read_text())["full_context_tokens"] == 2
+    for name in ("properties_curves.png", "properties_attention.png"):
+        assert (repo / "reports" / name).read_bytes()[:4] == b"\x89PNG" and name in table
+    shown = json.loads(run(["dvc", "plots", "show", "--json", "--split"], repo).stdout)
+    points = shown["data"]["plots/diagnostics/context.csv"][0]["anchor_definitions"]["<DVC_METRIC_DATA>"]
+    assert {p["arch"] for p in points} == {"ngram", *ARCHS}
+
+
 def test_plots_overlay_every_architecture(repro):
     repo, _, _ = repro
     shown = json.loads(run(["dvc", "plots", "show", "--json", "--split"], repo).stdout)
@@ -89,7 +112,8 @@ def test_metrics_diff_is_numbers_only(repro):
     repo, _, _ = repro
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     values = [v for rev in shown.values() for f in rev["data"].values() for v in f["data"].values()]
-    assert values and all(isinstance(v, (int, float)) for v in values)
+    assert values and all(isinstance(v, (int, float)) for v in values if v is not None)   # null: not applicable
+    assert any(path.startswith("metrics/diagnostics/") for rev in shown.values() for path in rev["data"])
 
 
 def test_mlflow_runs_versions_and_champion(repro):
@@ -159,6 +183,21 @@ def test_the_generate_command_streams_from_a_champion_and_refuses_bad_settings(r
         "error: top_p: 0.0 is out of range; expected a number > 0 and <= 1"), bad.stderr
 
 
+def test_a_failed_rerun_leaves_the_previous_results_recoverable(repro):
+    """DVC removes a stage's outputs before running it: a rerun that fails (here at the tracking
+    check) must not cost the user the trained network or its learning curve (README: `dvc checkout`)."""
+    repo, _, _ = repro
+    kept = ["models/rnn/model.weights.h5", "models/rnn/config.json", "plots/rnn/history.csv", "metrics/rnn.json",
+            "provenance/rnn.json"]
+    before = {name: (repo / name).read_bytes() for name in kept}
+    failed = subprocess.run(["dvc", "repro", "-f", "-s", "train@rnn"], cwd=repo, timeout=300, capture_output=True,
+                            text=True, env=tool_env() | {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert failed.returncode != 0 and "the tracking server does not answer" in failed.stderr, failed.stderr
+    run(["dvc", "checkout"], repo)
+    assert {name: (repo / name).read_bytes() for name in kept} == before
+    assert "train@rnn" not in json.loads(run(["dvc", "status", "--json"], repo).stdout)
+
+
 def test_changing_the_sampler_reruns_the_stages_that_sample(repro):
     repo, _, _ = repro
     sampler = repo / "pipeline" / "generation" / "sampling.py"
@@ -169,7 +208,8 @@ def test_changing_the_sampler_reruns_the_stages_that_sample(repro):
     finally:
         sampler.write_text(original)
     # `corpus` is always changed: it hashes the corpus at every repro (and changes nothing when it did not)
-    assert changed == {"corpus", "ngram"} | {f"evaluate@{arch}" for arch in ARCHS}, changed
+    # (diagnose: it loads the n-gram model, whose module samples)
+    assert changed == {"corpus", "ngram", "diagnose"} | {f"evaluate@{arch}" for arch in ARCHS}, changed
 
 
 def test_second_repro_does_nothing(repro):
