@@ -103,7 +103,8 @@ def test_dvc_temp_rule_copy_path(monkeypatch, tmp_path):
 def test_dvc_exp_run_temp_puts_db_in_original_repo(tmp_path):
     """A real `dvc exp run --temp`: the stage runs in a copy, the store stays in the repo."""
     repo = tmp_path / "repo"
-    for rel in ("__init__.py", "paths.py", "tracking/__init__.py", "tracking/store.py", "tracking/runs.py"):
+    for rel in ("__init__.py", "paths.py", "errors.py", "lock.py", "tracking/__init__.py", "tracking/store.py",
+                "tracking/runs.py"):
         (repo / "pipeline" / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / "pipeline" / rel, repo / "pipeline" / rel)
     probe = tmp_path / "probe.json"
@@ -544,4 +545,67 @@ def test_processes_starting_on_one_new_store_at_once_all_succeed(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
-    assert all(rc == 0 and out.strip() == "ok" for rc, out, _ in results), [r[2][-2000:] for r in results]
+    assert all(rc == 0 and out.strip() == "ok" for rc, out, _ in results), [(r[0], r[1][-500:], r[2][-2000:])
+                                                                            for r in results]
+
+
+def test_a_moved_or_copied_store_keeps_its_artifacts_and_writes_into_its_own_folder(tmp_path, monkeypatch):
+    """`mv` of a repository used to break every registered model (`No such artifact: ''`), and a
+    `cp -a` copy wrote its artifacts into the original's mlartifacts/: locations follow the store."""
+    import mlflow
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    def use(folder):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        store.check_store()
+        store.configure("moving")
+
+    first = tmp_path / "first"
+    first.mkdir()
+    use(first)
+    with mlflow.start_run() as r:
+        mlflow.log_text("hello", "note.txt")
+        mlflow.pyfunc.log_model(name="m", python_model=Echo(), registered_model_name="moving-model")
+    moved = tmp_path / "moved"
+    shutil.move(first, moved)
+    use(moved)
+    assert mlflow.artifacts.load_text(f"runs:/{r.info.run_id}/note.txt") == "hello"
+    assert list(mlflow.pyfunc.load_model("models:/moving-model/1").predict(["x"])) == ["x"]
+    copy = tmp_path / "copy"
+    shutil.copytree(moved, copy)
+    use(copy)
+    with mlflow.start_run() as r2:
+        mlflow.log_text("in the copy", "note.txt")
+    assert r2.info.artifact_uri.startswith(f"file://{copy}/mlartifacts/"), r2.info.artifact_uri
+    assert (copy / "mlartifacts").is_dir() and not any(r2.info.run_id in str(p) for p in moved.rglob("*"))
+    assert store.follow_the_store(copy / "mlflow.db") == []                 # done once
+
+
+def test_a_run_whose_stage_was_killed_is_ended_and_its_version_marked(mlflow_store, tmp_path):
+    """`kill -9` of a stage leaves its MLflow run RUNNING for ever and, if it had registered,
+    a version nothing else refers to: the next stage on this machine ends the run as KILLED and
+    tags the version."""
+    import mlflow
+    code = ("import sys, time\nfrom pipeline.tracking import runs\n"
+            "with runs.model_run('seqlab-killed', 'gru', 'train', 'hashK') as run:\n"
+            "    print(run.id, flush=True)\n    time.sleep(600)\n")
+    env = dict(os.environ, PYTHONPATH=str(repo_root()))
+    stage = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = stage.stdout.readline().strip()
+    finally:
+        stage.send_signal(signal.SIGKILL)
+        stage.wait()
+    assert run_id, stage.stderr.read()[-3000:]
+    client = store.client()
+    assert client.get_run(run_id).info.status == "RUNNING"
+    client.create_registered_model("seqlab-killed-gru")
+    version = client.create_model_version("seqlab-killed-gru", f"file://{tmp_path}", run_id=run_id).version
+    with runs.model_run("seqlab-killed", "lstm", "train", "hashK") as alive:
+        assert client.get_run(run_id).info.status == "KILLED"
+        assert client.get_run(alive.id).info.status == "RUNNING"            # its own run is not touched
+    assert runs.INCOMPLETE_TAG in client.get_model_version("seqlab-killed-gru", version).tags

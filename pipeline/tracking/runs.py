@@ -15,6 +15,41 @@ from pipeline.paths import repo_root
 from pipeline.tracking.store import DVC_EXP_BASELINE_REV, DVC_EXP_NAME, configure
 
 DATA_HASH_TAG = "data_hash"
+HOST_TAG, PID_TAG = "seqlab_host", "seqlab_pid"     # which process writes to a run now
+INCOMPLETE_TAG = "seqlab_incomplete"                # on a version whose stage was killed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # another user's process
+        return True
+    return True
+
+
+def reap_killed_runs(client, experiment_id: str) -> list[str]:
+    """End as KILLED the runs of this machine left RUNNING by a process that no longer exists
+    (a stage killed with ``kill -9`` never ends its run), and tag the versions they registered
+    :data:`INCOMPLETE_TAG`: nothing after the registration (metrics, provenance) was written.
+    Returns the run ids."""
+    import socket
+
+    host = socket.gethostname().replace("'", "")
+    stale = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'",
+                               max_results=1000)
+    reaped = []
+    for run in stale:
+        pid = run.data.tags.get(PID_TAG, "")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        client.set_terminated(run.info.run_id, "KILLED")
+        for version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            client.set_model_version_tag(version.name, version.version, INCOMPLETE_TAG,
+                                         f"process {pid}, which registered it, was killed before its stage ended")
+        reaped.append(run.info.run_id)
+    return reaped
 
 
 class Run:
@@ -91,10 +126,13 @@ def model_run(experiment: str, arch: str, stage: str, data_hash: str,
     open; an exception inside the block ends a run this function opened as FAILED.
     """
     configure(experiment)
+    import socket
+
     import mlflow
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
+    reap_killed_runs(client, mlflow.get_experiment_by_name(experiment).experiment_id)
     existing = None
     if run_id:
         try:
@@ -104,7 +142,7 @@ def model_run(experiment: str, arch: str, stage: str, data_hash: str,
         if existing is not None and existing.info.lifecycle_stage != "active":
             existing = None
 
-    tags = run_tags(stage, arch, data_hash)
+    tags = run_tags(stage, arch, data_hash) | {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     stages = existing.data.tags.get("stages", "").split(",") if existing is not None else []
     tags["stages"] = ",".join([s for s in stages if s and s != stage] + [stage])
 

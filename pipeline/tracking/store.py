@@ -181,7 +181,57 @@ def _check_sqlite(uri: str, db: Path) -> None:
     quiet_mlflow()
     import mlflow
     with exclusive(db.with_name(db.name + ".lock"), f"the set-up of {db}", wait=True):
+        if db.exists():
+            moved = follow_the_store(db)
+            if moved:
+                print(f"{db}: the store was moved or copied from {', '.join(moved)}; its artifact locations "
+                      f"now point at {db.parent}")
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
+
+
+# (table, column) holding artifact locations in MLflow 3's SQL schema; absent ones are skipped
+_LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+              ("model_versions", "storage_location"), ("logged_models", "artifact_location"),
+              ("workspaces", "default_artifact_root"))
+
+
+def follow_the_store(db: Path) -> list[str]:
+    """Point the artifact locations of a local SQLite store that was moved or copied (``mv``,
+    ``cp -a`` of the repository) at the artifact folders beside it, where they came along.
+
+    The store records absolute locations, ``file://<dir>/mlartifacts/...`` for the experiments this
+    module creates (:func:`_artifact_root`). Any ``<dir>`` other than the store's own folder is
+    rewritten to it, so that a moved store finds its artifacts and a copy writes into its own
+    folder, never the original's. (MLflow's own default experiment, which seqlab does not use,
+    points wherever the process that created the store was started; it is left alone.) Returns the
+    old folders that were rewritten."""
+    db = Path(db).resolve()
+    here = db.parent
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "experiments" not in tables:
+            return []
+        old = set()
+        suffix = f"/{ARTIFACTS_DIR}"
+        for (location,) in con.execute("SELECT artifact_location FROM experiments"):
+            if location.startswith("file://") and location.endswith(suffix):
+                root = location[len("file://"):-len(suffix)]
+                if Path(root) != here:
+                    old.add(root)
+        if not old:
+            return []
+        with con:
+            for root in sorted(old):
+                a, b = f"file://{root}{suffix}", f"file://{here}{suffix}"
+                for table, column in _LOCATIONS:
+                    cols = {r[1] for r in con.execute(f"PRAGMA table_info({table})")} if table in tables else ()
+                    if column in cols:
+                        con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                                    f"WHERE substr({column}, 1, ?) = ?", (b, len(a) + 1, len(a), a))
+        return sorted(old)
+    finally:
+        con.close()
 
 
 def configure(experiment: str) -> None:
