@@ -198,6 +198,35 @@ def test_a_failed_rerun_leaves_the_previous_results_recoverable(repro):
     assert "train@rnn" not in json.loads(run(["dvc", "status", "--json"], repo).stdout)
 
 
+def test_rerunning_evaluate_on_an_unchanged_network_registers_nothing_new(repro):
+    """Registration is idempotent: the same network and data are the same version."""
+    import mlflow
+    repo, _, _ = repro
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    before = sorted(v.version for v in client.search_model_versions("name = 'seqlab-gru'"))
+    provenance = json.loads((repo / "provenance" / "gru.json").read_text())
+    run(["dvc", "repro", "-f", "-s", "evaluate@gru"], repo)
+    assert sorted(v.version for v in client.search_model_versions("name = 'seqlab-gru'")) == before
+    assert json.loads((repo / "provenance" / "gru.json").read_text()) == provenance
+
+
+def test_a_new_tracking_store_makes_the_registering_stages_run_again(repro, tmp_path):
+    """`rm mlflow.db` (or another MLFLOW_TRACKING_URI) used to leave everything "up to date" with an
+    empty registry: the stages that register now depend on the store's identity."""
+    repo, _, _ = repro
+    env = tool_env() | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    dvc = lambda *args: subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True,  # noqa: E731
+                                       timeout=300)
+    try:
+        assert dvc("repro", "-s", "store").returncode == 0
+        changed = set(json.loads(dvc("status", "--json").stdout))
+        assert {"ngram", "report"} | {f"evaluate@{arch}" for arch in ARCHS} <= changed, changed
+        assert not any(name.startswith(("train@", "prepare")) for name in changed), changed
+    finally:
+        run(["dvc", "repro", "-s", "store"], repo)          # back to the repo's own store
+    assert "ngram" not in json.loads(run(["dvc", "status", "--json"], repo).stdout)
+
+
 def test_changing_the_sampler_reruns_the_stages_that_sample(repro):
     repo, _, _ = repro
     sampler = repo / "pipeline" / "generation" / "sampling.py"
@@ -207,17 +236,18 @@ def test_changing_the_sampler_reruns_the_stages_that_sample(repro):
         changed = set(json.loads(run(["dvc", "status", "--json"], repo).stdout))
     finally:
         sampler.write_text(original)
-    # `corpus` is always changed: it hashes the corpus at every repro (and changes nothing when it did not)
-    # (diagnose: it loads the n-gram model, whose module samples)
-    assert changed == {"corpus", "ngram", "diagnose"} | {f"evaluate@{arch}" for arch in ARCHS}, changed
+    # `corpus` and `store` are always changed: they fingerprint the corpus and the tracking store at
+    # every repro (and change nothing when those did not change); diagnose loads the n-gram model,
+    # whose module samples
+    assert changed == {"corpus", "store", "ngram", "diagnose"} | {f"evaluate@{arch}" for arch in ARCHS}, changed
 
 
 def test_second_repro_does_nothing(repro):
     repo, _, _ = repro
     t0 = time.perf_counter()
     second = run(["dvc", "repro"], repo)
-    ran = [line for line in (second.stdout + second.stderr).splitlines() if line.startswith("Running stage")]
-    assert ran == ["Running stage 'corpus':"], ran        # the fingerprint only: it found the same corpus
+    ran = {line for line in (second.stdout + second.stderr).splitlines() if line.startswith("Running stage")}
+    assert ran == {"Running stage 'corpus':", "Running stage 'store':"}, ran   # the fingerprints found no change
     assert time.perf_counter() - t0 < 30
 
 

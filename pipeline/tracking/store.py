@@ -260,6 +260,17 @@ def configure(experiment: str) -> None:
     mlflow.set_experiment(experiment)
 
 
+def store_identity(experiment: str) -> dict:
+    """Which tracking store the pipeline logs to: its URI and the id and creation time of the
+    experiment there. A deleted and recreated ``mlflow.db`` or another ``MLFLOW_TRACKING_URI`` is
+    a new identity (the stages that register depend on it, so they register again)."""
+    configure(experiment)
+    import mlflow
+    exp = mlflow.get_experiment_by_name(experiment)
+    return {"uri": tracking_uri(), "experiment": experiment, "experiment_id": exp.experiment_id,
+            "created": exp.creation_time}
+
+
 def client():
     """A client on :func:`tracking_uri`, which also becomes the global URI.
 
