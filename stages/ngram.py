@@ -3,6 +3,7 @@ import time
 
 from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
+from pipeline.disk import require_free  # check only
 from pipeline.generation.text import HostSampler, generate_texts, sample_rows
 from pipeline.io import atomic_write, write_json, write_text
 from pipeline.models.ngram import KneserNeyLM
@@ -19,6 +20,8 @@ def main(argv: list[str]) -> None:
     p = load_params()
     data = load_prepared(PREPARED)
     tok = data.tokenizer
+    # the saved model holds at most every distinct n-gram of each order: ids and a count or weight each
+    require_free(MODELS / "ngram", 12.0 * p.ngram.order * len(data.ids["train"]), "the n-gram model")
     t0 = time.perf_counter()
     lm = KneserNeyLM.fit(data.ids["train"], tok.vocab_size, p.ngram.order, progress=True)
     build_seconds = time.perf_counter() - t0

@@ -3,6 +3,7 @@ from pipeline.config.params import load_params
 from pipeline.data.corpus import load_corpus
 from pipeline.data.prepared import build_prepared, save_prepared
 from pipeline.data.tokenizers import learn_tokenizer
+from pipeline.disk import require_free  # check only
 from pipeline.paths import PREPARED, ROOT
 from pipeline.stage import run_stage
 from pipeline.tracking.runs import model_run
@@ -12,6 +13,9 @@ def main(argv: list[str]) -> None:
     p = load_params()
     d = p.data
     corpus = load_corpus(d.corpus, d.split, d.sha256, ROOT)
+    # int32 ids, at most one per character, written beside the previous ones before they are replaced
+    chars = sum(len(corpus.split(s)) for s in ("train", "valid", "test"))
+    require_free(PREPARED, 2 * 4 * chars, "preparing the corpus (the token ids)")
     tokenizer = learn_tokenizer(d.tokenizer, corpus.train, d.vocab_size, d.lowercase)
     data = build_prepared(corpus, tokenizer)
     save_prepared(data, PREPARED)

@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.data.windows import check_length, eval_windows, train_dataset
+from pipeline.disk import require_free  # check only
 from pipeline.errors import DivergenceError, SeqlabError
 from pipeline.config.params import TrainParams
 from pipeline.models.family import ModelParams
@@ -147,6 +148,10 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
     # model.variables: the weights plus the dropout RNG states, so a resumed run draws the same masks
     model_vars, opt_vars = list(model.variables), list(optimizer.variables)
 
+    # a checkpoint holds the weights and the optimizer's variables, written next to the previous one
+    # before it replaces it; the saved network holds the weights once more
+    weight_bytes = 4.0 * sum(int(np.prod(v.shape)) for v in model_vars + opt_vars)
+    require_free(checkpoint_dir, 2 * weight_bytes + 4.0 * model.count_params(), "training (checkpoints, the saved network)")
     ckpt = Checkpoint(checkpoint_dir, fingerprint(model_cfg, cfg, vocab_size, data_hash, seed, precision))
     history: list[dict] = []
     start_epoch = 0
