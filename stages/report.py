@@ -1,9 +1,10 @@
-"""DVC stage: comparison table and figure, then the promotion gate for every trained network."""
+"""DVC stage: comparison table and figure, the property table, then the promotion gate for every trained network."""
 import math
 
 from pipeline.config.params import load_params
 from pipeline.io import read_json, write_json, write_text
-from pipeline.paths import METRICS, PLOTS, PREPARED, PROVENANCE, REPORTS
+from pipeline.paths import DIAGNOSTICS, METRICS, PLOTS, PREPARED, PROVENANCE, REPORTS
+from pipeline.properties import properties_markdown
 from pipeline.reporting import comparison_markdown, plot_learning_curves, read_history_csv, write_curves_csv
 from pipeline.stage import run_stage
 from pipeline.tracking.registry import promote
@@ -23,13 +24,17 @@ def main(argv: list[str]) -> None:
     rows.sort(key=lambda r: r["test_bpc"])
     ngram_bpt = rows[[r["model"] for r in rows].index("ngram")]["valid_nll"] / math.log(2)
     table = comparison_markdown(rows, stats)
+    diagnostics = {r["model"]: read_json(DIAGNOSTICS / f"{r['model']}.json") for r in rows}
+    properties = properties_markdown(diagnostics, {r["model"]: r["valid_bpc"] for r in rows})
     write_json(REPORTS / "comparison.json", {"data": stats, "models": rows})
     write_text(REPORTS / "comparison.md", table)
+    write_text(REPORTS / "properties.md", properties)
     write_curves_csv(REPORTS / "learning_curves.csv", histories)
     plot_learning_curves(REPORTS / "learning_curves.png", histories, ngram_bpt)
     print(table)
+    print(properties)
     with model_run(p.mlflow.experiment, "report", "report", stats["data_hash"]) as run:
-        for name in ("comparison.md", "comparison.json", "learning_curves.csv", "learning_curves.png"):
+        for name in ("comparison.md", "comparison.json", "learning_curves.csv", "learning_curves.png", "properties.md"):
             run.log_artifact(REPORTS / name)
 
 

@@ -29,6 +29,7 @@ TINY_PARAMS = {
     },
     "eval": {"batch_size": 64},
     "generate": {"prompts": ["The "], "max_tokens": 20, "seed": 3},
+    "diagnose": {"targets": 8, "max_context": 32},
 }
 
 

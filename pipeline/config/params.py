@@ -76,6 +76,14 @@ class GenerateParams:
 
 
 @dataclass(frozen=True)
+class DiagnoseParams:
+    """The diagnose stage: how many validation targets every measure uses, and the longest context."""
+    targets: int = field(default=32, metadata=_spec(ge=1))        # one sample of target positions for every model
+    max_context: int = field(default=256, metadata=_spec(ge=2))   # cap of the curves (stream models; windows stop at theirs)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class MlflowParams:
     experiment: str = "seqlab"
 
@@ -89,6 +97,7 @@ class Params:
     models: dict[str, ModelParams] = field(default_factory=dict)
     eval: EvalParams = field(default_factory=EvalParams)
     generate: GenerateParams = field(default_factory=GenerateParams)
+    diagnose: DiagnoseParams = field(default_factory=DiagnoseParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
 
     def model(self, arch: str) -> ModelParams:

@@ -403,6 +403,12 @@ class KneserNeyLM:
         """
         return self._next_from_history(self._history(context))
 
+    def next_logprobs_after(self, history) -> np.ndarray:
+        """(V,) distribution after exactly ``history`` (its last order-1 ids), with no start of stream
+        implied: what this model predicts with its order capped at len(history) + 1 (diagnostics)."""
+        hist = [int(i) for i in history]
+        return self._next_from_history(hist[max(0, len(hist) - (self.order - 1)):] if self.order > 1 else [])
+
     def sample(self, context: np.ndarray, num_tokens: int, rng: np.random.Generator, temperature: float = 1.0,
                top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
         """Draw ``num_tokens`` ids after ``context`` with :func:`pipeline.generation.sampling.sample_token` (never BOS)."""

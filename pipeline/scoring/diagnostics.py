@@ -1,0 +1,134 @@
+"""How a model uses its context, measured on one fixed sample of target positions (numpy only).
+
+Every model is a *scorer*: ``score(ctx, lengths, targets) -> log p(target | context)`` for rows of
+right-padded contexts (row r's context is ``ctx[r, :lengths[r]]``, its last entry the token just
+before the target). The n-gram and every network answer it, so the context-benefit curve and order
+sensitivity are one piece of code for all models, and a causal network reads its logit at
+``lengths[r] - 1``, exactly as if it had seen only that context (right padding never changes a
+causal model's earlier outputs).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+THRESHOLD = 0.01   # "within 1% of the full-context loss": effective context and order sensitivity
+Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def sample_targets(stream_len: int, context: int, count: int, seed: int) -> np.ndarray:
+    """Sorted stream indices of ``count`` targets that each have ``context`` tokens before them."""
+    first = min(int(context), stream_len - 1)
+    pool = np.arange(first, stream_len)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
+
+
+def doubling(cap: int, start: int = 1) -> list[int]:
+    """start, 2·start, 4·start, … below ``cap``, then ``cap`` itself."""
+    out, n = [], max(1, start)
+    while n < cap:
+        out.append(n)
+        n *= 2
+    return out + [int(cap)]
+
+
+def windows(stream: np.ndarray, targets: np.ndarray, width: int) -> np.ndarray:
+    """(B, width): the ``width`` tokens before each target (stream indices), oldest first."""
+    return np.stack([stream[t - width:t] for t in targets]).astype(np.int32)
+
+
+def context_curve(score: Scorer, stream: np.ndarray, targets: np.ndarray, lengths: list[int]) -> list[float]:
+    """Mean loss (nats) on the targets when the model sees only the last n tokens, per n."""
+    cap = max(lengths)
+    full = windows(stream, targets, cap)
+    y = stream[targets].astype(np.int32)
+    ctx = np.zeros((len(lengths) * len(targets), cap), np.int32)
+    lens = np.repeat(np.asarray(lengths, np.int64), len(targets))
+    for i, n in enumerate(lengths):
+        ctx[i * len(targets):(i + 1) * len(targets), :n] = full[:, cap - n:]
+    lp = score(ctx, lens, np.tile(y, len(lengths)))
+    return [float(-np.mean(lp[i * len(targets):(i + 1) * len(targets)])) for i in range(len(lengths))]
+
+
+def shuffle_beyond(ctx: np.ndarray, keep: int, seed: int) -> np.ndarray:
+    """``ctx`` with every row's tokens older than its last ``keep`` permuted (fixed seed)."""
+    out = ctx.copy()
+    rng = np.random.default_rng(seed)
+    cut = ctx.shape[1] - keep
+    for row in out:
+        row[:cut] = rng.permutation(row[:cut])
+    return out
+
+
+def order_curve(score: Scorer, stream: np.ndarray, targets: np.ndarray, width: int, keeps: list[int],
+                seed: int) -> tuple[float, list[float]]:
+    """(intact loss, loss increase per kept distance b) on windows of ``width`` tokens."""
+    full = windows(stream, targets, width)
+    y = stream[targets].astype(np.int32)
+    blocks = [full] + [shuffle_beyond(full, b, seed + b) for b in keeps]
+    lp = score(np.concatenate(blocks), np.full(len(blocks) * len(y), width), np.tile(y, len(blocks)))
+    losses = [float(-np.mean(lp[i * len(y):(i + 1) * len(y)])) for i in range(len(blocks))]
+    return losses[0], [loss - losses[0] for loss in losses[1:]]
+
+
+def effective_context(lengths: list[int], losses: list[float], threshold: float = THRESHOLD) -> int:
+    """The smallest n whose loss is within ``threshold`` (relative) of the full-context loss (the last)."""
+    full = losses[-1]
+    return next(n for n, loss in zip(lengths, losses) if loss - full <= threshold * abs(full))
+
+
+def order_distance(keeps: list[int], increases: list[float], base: float, width: int,
+                   threshold: float = THRESHOLD) -> int:
+    """The smallest b beyond which shuffling older tokens raises the loss by less than ``threshold``
+    (relative to the intact loss) at every larger b too; ``width`` (the window) when none does."""
+    ok = [inc <= threshold * abs(base) for inc in increases]
+    for i, b in enumerate(keeps):
+        if all(ok[i:]):
+            return int(b)
+    return int(width)
+
+
+def fit_decay(norms: np.ndarray) -> tuple[float | None, float | None]:
+    """Least-squares rate λ of ``norm_k ∝ exp(-λ k)`` over the distances with a non-zero norm, and
+    the half-life ln 2 / λ in tokens (None when the norm does not decay)."""
+    norms = np.asarray(norms, np.float64)
+    k = np.flatnonzero(np.isfinite(norms) & (norms > 0))
+    if len(k) < 2:
+        return None, None
+    slope = np.polyfit(k.astype(np.float64), np.log(norms[k]), 1)[0]
+    rate = float(-slope)
+    return rate, (math.log(2) / rate if rate > 0 else None)
+
+
+def ngram_scorer(lm) -> Scorer:
+    """The n-gram as a scorer: row r conditions on at most its last ``lengths[r]`` tokens (order
+    capped at lengths[r] + 1), without the start of stream the tokens were cut from."""
+    keep = lm.order - 1
+
+    def score(ctx, lengths, targets):
+        out = np.empty(len(targets), np.float64)
+        for r, (n, y) in enumerate(zip(lengths, targets)):
+            hist = ctx[r, max(0, int(n) - keep):int(n)].tolist() if keep else []
+            out[r] = lm.next_logprobs_after(hist)[int(y)]
+        return out
+    return score
+
+
+def measure_context(score: Scorer, stream: np.ndarray, targets: np.ndarray, cap: int, seed: int,
+                    order_width: int | None = None) -> dict:
+    """Measures 1 and 2 of one model whose longest usable context is ``cap``: both curves and their
+    summaries. Order sensitivity shuffles within windows of ``order_width`` tokens (default ``cap``;
+    wider for the n-gram, whose own window of order - 1 leaves nothing to shuffle beyond it)."""
+    width = int(order_width or cap)
+    lengths = doubling(cap)
+    losses = context_curve(score, stream, targets, lengths)
+    keeps = sorted({0, *(b for b in doubling(width) if b < width), *([cap] if cap < width else [])})
+    base, increases = order_curve(score, stream, targets, width, keeps, seed)
+    return {"lengths": lengths, "losses": losses, "keeps": keeps, "increases": increases,
+            "summary": {"full_context_tokens": int(cap), "full_context_loss": losses[-1],
+                        "effective_context_tokens": effective_context(lengths, losses),
+                        "order_sensitivity_tokens": order_distance(keeps, increases, base, width),
+                        "threshold": THRESHOLD, "targets": int(len(targets))}}

@@ -1,0 +1,90 @@
+"""DVC stage: how every model uses its context -> metrics/diagnostics/, plots/diagnostics/, the figures.
+
+One process loads every network in turn (one TensorFlow start-up for all); every measure runs on
+the same sample of validation targets for every model, the n-gram included where it applies. The
+report stage turns metrics/diagnostics/ into the table of reports/properties.md.
+"""
+import numpy as np
+
+from pipeline.config.params import load_params
+from pipeline.data.prepared import load_prepared
+from pipeline.data.windows import with_bos
+from pipeline.errors import SeqlabError
+from pipeline.io import read_json, write_json
+from pipeline.models import build_model
+from pipeline.models.family import STREAM
+from pipeline.models.ngram import KneserNeyLM
+from pipeline.models.network import load_network
+from pipeline.models.registry import family_of
+from pipeline.paths import DIAGNOSTICS, MODELS, NGRAM_FILE, PLOTS, PREPARED, PROVENANCE, REPORTS
+from pipeline.properties import ATTENTION_PNG, CURVES_PNG, curve_rows, plot_attention, plot_curves, write_tables
+from pipeline.scoring.diagnostics import fit_decay, measure_context, ngram_scorer, sample_targets, windows
+from pipeline.scoring.network_probes import attention_maps, gradient_norms, mean_attention_distance, network_scorer
+from pipeline.stage import run_stage
+from pipeline.tracking.runs import model_run
+
+
+def diagnose_network(arch, p, stream, targets) -> dict:
+    """Every measure of one trained network (and its gradients at initialisation, same seed)."""
+    import keras
+    network = load_network(MODELS / arch)
+    unbounded = family_of(network.cfg).protocol == STREAM
+    cap = p.diagnose.max_context if unbounded else min(network.seq_len, p.diagnose.max_context)
+    m = measure_context(network_scorer(network.model), stream, targets, cap, p.diagnose.seed)
+    ctx, y = windows(stream, targets, cap), stream[targets].astype(np.int32)
+    m["grad"] = gradient_norms(network.model, ctx, y)
+    keras.utils.set_random_seed(p.seed)
+    m["grad_init"] = gradient_norms(build_model(network.cfg, network.vocab_size, network.seq_len), ctx, y)
+    maps = attention_maps(network.model, ctx)
+    m["attention_distance"] = [mean_attention_distance(a).tolist() for a in maps]
+    m["attention_window"] = [a[0] for a in maps]
+    return m
+
+
+def summarise(m: dict) -> dict:
+    """The numbers of metrics/diagnostics/<model>.json (None where a measure does not apply)."""
+    rate, half = fit_decay(m["grad"]) if m.get("grad") is not None else (None, None)
+    rate0, half0 = fit_decay(m["grad_init"]) if m.get("grad_init") is not None else (None, None)
+    dist = m.get("attention_distance")
+    per_head = {f"attention_distance_layer{i}_head{h}": d for i, heads in enumerate(dist or []) for h, d in enumerate(heads)}
+    return m["summary"] | {"gradient_decay_per_token": rate, "gradient_half_life_tokens": half,
+                           "gradient_decay_per_token_init": rate0, "gradient_half_life_tokens_init": half0,
+                           "attention_mean_distance_tokens": float(np.mean(dist)) if dist else None} | per_head
+
+
+def main(argv: list[str]) -> None:
+    p = load_params()
+    data = load_prepared(PREPARED)
+    stream = with_bos(data.ids["valid"])
+    if len(stream) <= p.diagnose.max_context:
+        raise SeqlabError(f"diagnose.max_context: {p.diagnose.max_context} tokens of context need a longer "
+                          f"validation split than its {len(stream) - 1} tokens; lower diagnose.max_context")
+    targets = sample_targets(len(stream), p.diagnose.max_context, p.diagnose.targets, p.diagnose.seed)
+    lm = KneserNeyLM.load(MODELS / "ngram" / NGRAM_FILE)
+    measures = {"ngram": measure_context(ngram_scorer(lm), stream, targets, max(1, lm.order - 1), p.diagnose.seed,
+                                         order_width=p.diagnose.max_context)}
+    for arch in p.models:
+        measures[arch] = diagnose_network(arch, p, stream, targets)
+        print(f"diagnose {arch}: done")
+    summaries = {model: summarise(m) for model, m in measures.items()}
+    rows = {}
+    for model, m in measures.items():
+        for name, part in curve_rows(model, m).items():
+            rows.setdefault(name, []).extend(part)
+    for model, s in summaries.items():
+        write_json(DIAGNOSTICS / f"{model}.json", s)
+    write_tables(PLOTS / "diagnostics", rows)
+    plot_curves(REPORTS / CURVES_PNG, rows)
+    plot_attention(REPORTS / ATTENTION_PNG, [(model, m["attention_window"]) for model, m in measures.items()
+                                            if m.get("attention_window")])
+    print("\n".join(f"{model}: {s}" for model, s in summaries.items()))
+    for model, s in summaries.items():
+        provenance = read_json(PROVENANCE / f"{model}.json")
+        with model_run(p.mlflow.experiment, model, "diagnose", data.data_hash, run_id=provenance["run_id"]) as run:
+            run.log_metrics({f"diagnose_{k}": v for k, v in s.items()})
+            run.log_artifact(DIAGNOSTICS / f"{model}.json", "diagnose")
+            run.log_artifact(REPORTS / CURVES_PNG, "diagnose")
+
+
+if __name__ == "__main__":
+    run_stage(main)
