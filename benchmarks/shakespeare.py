@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.data.corpus import decode_utf8  # noqa: E402
+from pipeline.data.text_blocks import decode_utf8  # noqa: E402
 from pipeline.scoring.protocol import network_logprobs, split_metrics, windowed_logprobs  # noqa: E402
 from pipeline.config.params import read_yaml  # noqa: E402
 from pipeline.config.presets import preset_params  # noqa: E402

@@ -45,3 +45,44 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError:
         from pipeline.errors import SeqlabError
         raise SeqlabError(f"{path}: not found (run the stage that produces it first: dvc repro)") from None
+
+
+class NpyAppender:
+    """A 1-D ``.npy`` file written piece by piece (its length unknown until the end), so an array of
+    any size goes to disk in bounded memory; ``np.load(path, mmap_mode="r")`` reads it back.
+
+    The header is reserved up front and written by :meth:`close`; it has the 128 bytes
+    ``np.save`` gives a 1-D array, so the file is the one ``np.save`` would write.
+    """
+    HEADER = 128
+
+    def __init__(self, path: Path, dtype):
+        self.path, self.dtype, self.length = Path(path), np.dtype(dtype), 0
+        self._f = open(self.path, "wb")
+        self._f.write(b"\0" * self.HEADER)
+
+    def append(self, values: np.ndarray) -> None:
+        a = np.ascontiguousarray(values, dtype=self.dtype).reshape(-1)
+        self._f.write(a.tobytes())
+        self.length += a.size
+
+    def close(self) -> None:
+        import io
+        head = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            head, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                   "shape": (self.length,)})
+        if len(head.getvalue()) != self.HEADER:
+            raise AssertionError(f"unexpected .npy header size {len(head.getvalue())}")
+        self._f.seek(0)
+        self._f.write(head.getvalue())
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self.close()
+        else:
+            self._f.close()

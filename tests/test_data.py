@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from pipeline.data import corpus as corpus_mod
-from pipeline.data.corpus import load_corpus, split_text
-from pipeline.errors import SeqlabError
-from pipeline.data.prepared import build_prepared, load_prepared, save_prepared
+from pipeline.data.corpus import load_corpus, split_file
+from pipeline.data.prepare import prepare_corpus
+from pipeline.data.prepared import load_prepared
+from pipeline.data.text_blocks import scan
 from pipeline.data.tokenizers import learn_tokenizer, load_tokenizer
+from pipeline.errors import SeqlabError
 from pipeline.data.vocab_layout import BOS_ID, UNK_ID
 
 TEXT = "the cat sat on the mat\nthe dog sat on the log\n" * 20 + "a bird flew\n" * 5
@@ -21,8 +23,10 @@ def test_builtin_corpus_is_offline_and_split_at_lines():
     assert c.train.endswith("\n") and c.valid.endswith("\n")
 
 
-def test_split_fractions_and_line_starts():
-    tr, va, te = split_text(TEXT, [0.8, 0.1, 0.1], "x")
+@pytest.mark.parametrize("block", [64, 1 << 20])
+def test_split_fractions_and_line_starts(block):
+    parts = split_file(scan("x", data=TEXT.encode(), block_bytes=block), [0.8, 0.1, 0.1], "x")
+    tr, va, te = ("".join(parts[s].chunks()) for s in ("train", "valid", "test"))
     assert tr + va + te == TEXT
     assert tr.endswith("\n") and va.endswith("\n")
     assert abs(len(tr) / len(TEXT) - 0.8) < 0.05
@@ -109,13 +113,11 @@ def test_char_unknown_maps_to_unk():
 
 def test_prepared_round_trip_and_hash(tmp_path):
     c = load_corpus("builtin:python-docs", [0.9, 0.05, 0.05])
-    tok = learn_tokenizer("char", c.train, 200)
-    data = build_prepared(c, tok)
-    assert data.chars("valid") == len(c.valid) and data.stats["splits"]["valid"]["tokens"] == len(c.valid)
-    save_prepared(data, tmp_path / "prepared")
+    stats = prepare_corpus("builtin:python-docs", tmp_path / "prepared", tokenizer="char", vocab_size=200)
+    assert stats["splits"]["valid"]["chars"] == len(c.valid) == stats["splits"]["valid"]["tokens"]
     again = load_prepared(tmp_path / "prepared")
-    assert again.data_hash == data.data_hash
-    np.testing.assert_array_equal(again.ids["test"], data.ids["test"])
+    assert again.data_hash == stats["data_hash"] and again.stats == stats
+    np.testing.assert_array_equal(again.ids["test"], learn_tokenizer("char", c.train, 200).encode(c.test))
     assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [
         "stats.json", "test.npy", "train.npy", "valid.npy", "vocab.json"]
 

@@ -32,6 +32,7 @@ class DataParams:
     vocab_size: int = field(default=8000, metadata=_spec(ge=8))
     lowercase: bool = False
     split: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])
+    memory_mb: int = field(default=2048, metadata=_spec(ge=64))   # prepare's working memory, any corpus size
 
 
 @dataclass(frozen=True)

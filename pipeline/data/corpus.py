@@ -1,5 +1,9 @@
 """Resolve ``data.corpus`` to the text of the train, valid and test splits, and fingerprint it.
 
+The splits are streamed (:func:`open_corpus`, blocks of whole lines from
+:mod:`pipeline.data.text_blocks`), so a corpus of any size is read in bounded memory;
+:func:`load_corpus` joins them into strings for small texts.
+
 Sources: ``builtin:python-docs`` (offline, ships with CPython), a UTF-8 text file split by
 ``data.split`` at line boundaries, a folder holding ``train.txt``/``valid.txt``/``test.txt`` used as
 given, or an ``https://`` URL whose sha256 must match (downloaded once into ``data/downloads``).
@@ -9,11 +13,12 @@ given, or an ``https://`` URL whose sha256 must match (downloaded once into ``da
 from __future__ import annotations
 
 import hashlib
-import re
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
+from pipeline.data.text_blocks import BLOCK_BYTES, ScannedText, scan
 from pipeline.errors import SeqlabError
 from pipeline.io import atomic_write
 
@@ -33,44 +38,8 @@ class Corpus:
         return getattr(self, name)
 
 
-# C0 control characters and DEL other than tab and newline (a carriage return is a line end)
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def clean_text(text: str, where: str) -> tuple[str, dict]:
-    """What a user expects of a text corpus, done and counted: a leading byte-order mark is removed,
-    CRLF and lone CR line ends become LF; any other control character (NUL, form feed, escape, ...)
-    is an error naming the file, line, column and character offset. Returns ``(text, counts)``."""
-    bom = text.startswith("\ufeff")
-    if bom:
-        text = text[1:]
-    crlf, cr = text.count("\r\n"), 0
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-        cr = text.count("\r")
-        text = text.replace("\r", "\n")
-    bad = _CONTROL.search(text)
-    if bad:
-        at = bad.start()
-        line = text.count("\n", 0, at) + 1
-        column = at - (text.rfind("\n", 0, at) + 1) + 1
-        raise SeqlabError(f"{where}: control character U+{ord(bad.group()):04X} at line {line}, column {column} "
-                          f"(character offset {at + bom}); a text corpus holds none but tab and newline: "
-                          "remove it or convert the file to text")
-    return text, {"bom_removed": int(bom), "crlf_line_ends": crlf, "cr_line_ends": cr}
-
-
 def _summed(counts: list[dict]) -> dict:
     return {k: sum(c[k] for c in counts) for k in counts[0]} if counts else {}
-
-
-def decode_utf8(data: bytes, where: str) -> str:
-    """Decode strictly; the error names the file and the byte offset of the first bad byte."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SeqlabError(f"{where}: not valid UTF-8 at byte offset {e.start} "
-                          f"(byte 0x{data[e.start]:02x}); convert the file to UTF-8") from None
 
 
 def _builtin_python_docs() -> str:
@@ -79,46 +48,26 @@ def _builtin_python_docs() -> str:
     return "\n\n".join(topics.topics[k].strip("\n") for k in sorted(topics.topics)) + "\n"
 
 
-def split_text(text: str, fractions: list[float], where: str) -> tuple[str, str, str]:
-    """Cut ``text`` by character fractions, each cut moved forward to the next line start."""
-    cuts: list[int] = []
-    acc = 0.0
-    for frac in fractions[:2]:
-        acc += frac
-        pos = int(round(acc * len(text)))
-        nl = text.find("\n", max(pos - 1, 0))  # pos itself when a line starts there
-        cuts.append(max(nl + 1 if nl != -1 else pos, cuts[-1] if cuts else 0))
-    parts = (text[:cuts[0]], text[cuts[0]:cuts[1]], text[cuts[1]:])
-    for name, part in zip(SPLITS, parts):
-        if not part.strip():
-            raise SeqlabError(f"{where}: corpus too short for data.split={fractions}: the {name} split "
-                              f"would be empty ({len(text)} characters in all)")
-    return parts
-
-
-def _read_file(path: Path, where: str | None = None) -> tuple[str, dict]:
-    """A corpus file's text, decoded and cleaned (:func:`clean_text`), and what cleaning changed."""
-    text, counts = clean_text(decode_utf8(path.read_bytes(), str(path)), where or str(path))
-    if not text.strip():
-        raise SeqlabError(f"{path}: the corpus is empty")
-    return text, counts
-
-
 def _download(url: str, sha256: str, dest_dir: Path) -> Path:
+    """Download once into ``dest_dir``, streamed to disk and hashed on the way (any size)."""
     name = url.rstrip("/").rsplit("/", 1)[-1] or "corpus.txt"
     dest = dest_dir / f"{sha256[:12]}-{name}"
-    if dest.exists() and hashlib.sha256(dest.read_bytes()).hexdigest() == sha256:
+    if dest.exists() and _file_sha256(dest, {}) == sha256.lower():
         return dest
-    try:
-        with urllib.request.urlopen(url, timeout=60) as r:
-            data = r.read()
-    except OSError as e:
-        raise SeqlabError(f"data.corpus: could not download {url}: {e}") from None
-    got = hashlib.sha256(data).hexdigest()
-    if got != sha256.lower():
-        raise SeqlabError(f"data.corpus: {url}: sha256 mismatch: expected {sha256}, got {got}; "
-                          "nothing was saved")
-    atomic_write(dest, lambda t: t.write_bytes(data))
+
+    def fetch(tmp: Path) -> None:
+        h = hashlib.sha256()
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as out:
+                for block in iter(lambda: r.read(1 << 20), b""):
+                    h.update(block)
+                    out.write(block)
+        except OSError as e:
+            raise SeqlabError(f"data.corpus: could not download {url}: {e}") from None
+        if h.hexdigest() != sha256.lower():
+            raise SeqlabError(f"data.corpus: {url}: sha256 mismatch: expected {sha256}, got {h.hexdigest()}; "
+                              "nothing was saved")
+    atomic_write(dest, fetch)
     return dest
 
 
@@ -173,25 +122,88 @@ def _local(spec: str, root: Path) -> Path:
     return path
 
 
-def load_corpus(spec: str, fractions: list[float], sha256: str | None = None,
-                root: Path = Path(".")) -> Corpus:
+
+@dataclass(frozen=True)
+class SplitText:
+    """One split: characters ``[start, end)`` of a scanned file, streamed by :meth:`chunks`."""
+    name: str
+    file: ScannedText
+    start: int
+    end: int
+
+    @property
+    def chars(self) -> int:
+        return self.end - self.start
+
+    def chunks(self) -> Iterator[str]:
+        """The split's text in pieces that end at line ends (but perhaps the last)."""
+        return self.file.read(self.start, self.end)
+
+
+@dataclass(frozen=True)
+class CorpusText:
+    splits: dict[str, SplitText]
+    source: str
+    hygiene: dict          # what cleaning changed, summed over the files
+
+    def split(self, name: str) -> SplitText:
+        return self.splits[name]
+
+
+def _checked(file: ScannedText) -> ScannedText:
+    if not file.has_text:
+        raise SeqlabError(f"{file.where}: the corpus is empty")
+    return file
+
+
+def split_file(file: ScannedText, fractions: list[float], where: str) -> dict[str, SplitText]:
+    """Cut a file by character fractions, each cut moved forward to the next line start."""
+    total, cuts = file.chars, []
+    acc = 0.0
+    for frac in fractions[:2]:
+        acc += frac
+        pos = int(round(acc * total))
+        nl = file.next_line_start(max(pos - 1, 0))
+        cuts.append(max(pos if nl is None else nl, cuts[-1] if cuts else 0))
+    bounds = [0, *cuts, total]
+    parts = {name: SplitText(name, file, bounds[i], bounds[i + 1]) for i, name in enumerate(SPLITS)}
+    for name, part in parts.items():
+        if not file.has_text_in(part.start, part.end):
+            raise SeqlabError(f"{where}: corpus too short for data.split={fractions}: the {name} split "
+                              f"would be empty ({total} characters in all)")
+    return parts
+
+
+def open_corpus(spec: str, fractions: list[float], sha256: str | None = None, root: Path = Path("."),
+                block_bytes: int = BLOCK_BYTES) -> CorpusText:
+    """Scan ``data.corpus`` (every file read once, checked and indexed) and say where each split lies."""
     if spec.startswith("builtin:"):
         if spec not in BUILTINS:
             raise SeqlabError(f"data.corpus: unknown builtin {spec!r}; available: {', '.join(BUILTINS)}")
-        text, counts = clean_text(_builtin_python_docs(), spec)
-        return Corpus(*split_text(text, fractions, spec), source=spec, hygiene=counts)
+        file = scan(spec, data=_builtin_python_docs().encode("utf-8"), block_bytes=block_bytes)
+        return CorpusText(split_file(file, fractions, spec), spec, file.hygiene)
     if spec.startswith("https://"):
         if not sha256:
             raise SeqlabError("data.sha256: required when data.corpus is an https URL")
-        text, counts = _read_file(_download(spec, sha256, root / "data" / "downloads"), spec)
-        return Corpus(*split_text(text, fractions, spec), source=spec, hygiene=counts)
+        path = _download(spec, sha256, root / "data" / "downloads")
+        file = _checked(scan(spec, path, block_bytes=block_bytes))
+        return CorpusText(split_file(file, fractions, spec), spec, file.hygiene)
     path = _local(spec, root)
     if path.is_dir():
         missing = [f"{s}.txt" for s in SPLITS if not (path / f"{s}.txt").is_file()]
         if missing:
             raise SeqlabError(f"{path}: a corpus folder needs train.txt, valid.txt and test.txt; "
                               f"missing {', '.join(missing)}")
-        texts, counts = zip(*(_read_file(path / f"{s}.txt") for s in SPLITS))
-        return Corpus(*texts, source=str(spec), hygiene=_summed(list(counts)))
-    text, counts = _read_file(path)
-    return Corpus(*split_text(text, fractions, str(path)), source=str(spec), hygiene=counts)
+        files = {s: _checked(scan(str(path / f"{s}.txt"), path / f"{s}.txt", block_bytes=block_bytes))
+                 for s in SPLITS}
+        splits = {s: SplitText(s, f, 0, f.chars) for s, f in files.items()}
+        return CorpusText(splits, str(spec), _summed([f.hygiene for f in files.values()]))
+    file = _checked(scan(str(path), path, block_bytes=block_bytes))
+    return CorpusText(split_file(file, fractions, str(path)), str(spec), file.hygiene)
+
+
+def load_corpus(spec: str, fractions: list[float], sha256: str | None = None,
+                root: Path = Path(".")) -> Corpus:
+    """The splits as strings: for texts that fit in memory (tests, tools); the stages stream."""
+    c = open_corpus(spec, fractions, sha256, root)
+    return Corpus(*("".join(c.split(s).chunks()) for s in SPLITS), source=c.source, hygiene=c.hygiene)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
+from pipeline.data.counting import BYTES_PER_TYPE, Counts
 from pipeline.errors import SeqlabError
 from pipeline.io import read_json, write_json
 from pipeline.data.vocab_layout import BOS, BOS_ID, EOL, UNK, UNK_ID
@@ -135,24 +137,33 @@ def load_tokenizer(path: Path) -> Tokenizer:
         raise SeqlabError(f"{path}: not a seqlab vocabulary file ({e})") from None
 
 
-def learn_tokenizer(kind: str, train_text: str, vocab_size: int, lowercase: bool = False) -> Tokenizer:
-    """Learn the vocabulary on the training text only."""
+def learn_tokenizer(kind: str, train_text: str | Iterable[str], vocab_size: int, lowercase: bool = False,
+                    memory_mb: int = 1024) -> Tokenizer:
+    """Learn the vocabulary on the training text only: a string, or its pieces cut at line ends
+    (streamed once). Word counts stay within ``memory_mb`` (:class:`pipeline.data.counting.Counts`);
+    wordpiece learns from an evenly spread sample of the pieces of at most ``memory_mb / 16`` MB."""
     options = {"vocab_size": vocab_size, "lowercase": lowercase}
-    text = train_text.lower() if lowercase else train_text
+    pieces = [train_text] if isinstance(train_text, str) else train_text
+    pieces = (p.lower() for p in pieces) if lowercase else pieces
     reserved = [BOS, UNK] + ([] if kind == "char" else [EOL])
+    keep_n = max(vocab_size - len(reserved), 0)
     if kind == "char":
-        counts = collections.Counter(text)
-        keep = sorted(counts, key=lambda c: (-counts[c], c))[: max(vocab_size - len(reserved), 0)]
+        counts = collections.Counter()
+        for p in pieces:
+            counts.update(p)
+        keep = sorted(counts, key=lambda c: (-counts[c], c))[:keep_n]
         return Tokenizer(kind, reserved + sorted(keep), options)
     if kind == "word":
-        counts = collections.Counter(w for line in _lines(text) for w in line.split())
+        words = Counts(memory_mb * (1 << 20) // 4 // BYTES_PER_TYPE)
+        for p in pieces:
+            words.update(w for line in _lines(p) for w in line.split())
         for r in reserved:
-            counts.pop(r, None)
-        keep = sorted(counts, key=lambda w: (-counts[w], w))[: max(vocab_size - len(reserved), 0)]
-        return Tokenizer(kind, reserved + keep, options)
+            words.pop(r)
+        return Tokenizer(kind, reserved + words.top(keep_n), options)
     if kind == "wordpiece":
         tf, _ = _tf()
         from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as bv
+        text = _spread_sample(pieces, memory_mb * (1 << 20) // 16)
         ds = tf.data.Dataset.from_tensor_slices(_lines(text) or [""]).batch(1024)
         vocab = bv.bert_vocab_from_dataset(ds, vocab_size=vocab_size, reserved_tokens=reserved,
                                            bert_tokenizer_params={"lower_case": False}, learn_params={})
@@ -162,3 +173,21 @@ def learn_tokenizer(kind: str, train_text: str, vocab_size: int, lowercase: bool
                               f"characters alone take {len(vocab)} pieces; expected at least {len(vocab)}")
         return Tokenizer(kind, list(vocab), options)
     raise SeqlabError(f"data.tokenizer: unknown tokenizer {kind!r}; expected char, word or wordpiece")
+
+
+def _spread_sample(pieces: Iterable[str], max_chars: int) -> str:
+    """At most about ``max_chars`` characters of whole pieces, spread evenly over all of them: while
+    the sample grows past the cap, every other kept piece is dropped and only every 2^j-th piece
+    is taken from then on. All of a text that fits, so small corpora learn from all of it."""
+    kept: list[tuple[int, str]] = []
+    size, stride = 0, 1
+    for i, p in enumerate(pieces):
+        if i % stride:
+            continue
+        kept.append((i, p))
+        size += len(p)
+        while size > max_chars and len(kept) > 1:
+            stride *= 2
+            kept = [(j, q) for j, q in kept if j % stride == 0]
+            size = sum(len(q) for _, q in kept)
+    return "".join(q for _, q in kept)
