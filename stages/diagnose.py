@@ -8,7 +8,7 @@ import numpy as np
 
 from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
-from pipeline.data.windows import with_bos
+from pipeline.data.windows import BosStream
 from pipeline.errors import SeqlabError
 from pipeline.io import read_json, write_json
 from pipeline.models import build_model
@@ -55,12 +55,12 @@ def summarise(m: dict) -> dict:
 def main(argv: list[str]) -> None:
     p = load_params()
     data = load_prepared(PREPARED)
-    stream = with_bos(data.ids["valid"])
+    stream = BosStream(data.ids["valid"])
     if len(stream) <= p.diagnose.max_context:
         raise SeqlabError(f"diagnose.max_context: {p.diagnose.max_context} tokens of context need a longer "
                           f"validation split than its {len(stream) - 1} tokens; lower diagnose.max_context")
     targets = sample_targets(len(stream), p.diagnose.max_context, p.diagnose.targets, p.diagnose.seed)
-    lm = KneserNeyLM.load(MODELS / "ngram" / NGRAM_FILE)
+    lm = KneserNeyLM.load(MODELS / "ngram" / NGRAM_FILE, mmap=True)
     measures = {"ngram": measure_context(ngram_scorer(lm), stream, targets, max(1, lm.order - 1), p.diagnose.seed,
                                          order_width=p.diagnose.max_context)}
     for arch in p.models:

@@ -11,7 +11,7 @@ from pipeline.io import read_json, write_json, write_text
 from pipeline.models.network import load_network
 from pipeline.paths import METRICS, MODELS, PREPARED, PROVENANCE, SAMPLES, model_lock
 from pipeline.reporting import format_samples
-from pipeline.scoring.protocol import flat_metrics, network_logprobs, split_metrics
+from pipeline.scoring.protocol import flat_metrics, network_pieces, split_scores
 from pipeline.stage import run_stage
 from pipeline.tracking.registration import ensure_registered
 from pipeline.tracking.registry import set_version_metrics
@@ -35,9 +35,10 @@ def evaluate(arch: str, p) -> None:
     stepper = network.stepper()
     per_split, protocol = {}, {}
     for split in ("valid", "test"):
-        lp, protocol = network_logprobs(network, data.ids[split], p.eval.stride_fraction, p.eval.batch_size,
-                                        stepper=stepper)
-        per_split[split] = split_metrics(lp, data.chars(split))
+        # piece by piece: a split's log-probs (8 bytes a token) are never held at once
+        pieces, protocol = network_pieces(network, data.ids[split], p.eval.stride_fraction, p.eval.batch_size,
+                                          stepper=stepper)
+        per_split[split] = split_scores(pieces, data.chars(split))
     g = p.generate
     decoder = CompiledDecoder(stepper, network.vocab_size)
     samples = list(zip(g.prompts, generate_texts(decoder, tok, sample_rows(g))))

@@ -5,11 +5,12 @@ from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
 from pipeline.disk import require_free  # check only
 from pipeline.generation.text import HostSampler, generate_texts, sample_rows
-from pipeline.io import atomic_write, write_json, write_text
+from pipeline.io import write_json, write_text
 from pipeline.models.ngram import KneserNeyLM
+from pipeline.models.ngram_external import build_disk_bytes, build_kneser_ney
 from pipeline.paths import METRICS, MODELS, NGRAM_FILE, PREPARED, PROVENANCE, SAMPLES
 from pipeline.reporting import format_samples
-from pipeline.scoring.protocol import flat_metrics, split_metrics
+from pipeline.scoring.protocol import flat_metrics, split_scores
 from pipeline.stage import run_stage
 from pipeline.tracking.registration import register_generator
 from pipeline.tracking.registry import registered_name, set_version_metrics
@@ -20,12 +21,16 @@ def main(argv: list[str]) -> None:
     p = load_params()
     data = load_prepared(PREPARED)
     tok = data.tokenizer
-    # the saved model holds at most every distinct n-gram of each order: ids and a count or weight each
-    require_free(MODELS / "ngram", 12.0 * p.ngram.order * len(data.ids["train"]), "the n-gram model")
+    model_file = MODELS / "ngram" / NGRAM_FILE
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    require_free(model_file.parent, build_disk_bytes(len(data.ids["train"]), p.ngram.order),
+                 "the n-gram build (its sorted runs and the model)")
     t0 = time.perf_counter()
-    lm = KneserNeyLM.fit(data.ids["train"], tok.vocab_size, p.ngram.order, progress=True)
+    build_kneser_ney(data.ids["train"], tok.vocab_size, p.ngram.order, model_file, memory_mb=p.ngram.memory_mb,
+                     tmp_dir=model_file.parent, progress=True)
     build_seconds = time.perf_counter() - t0
-    per_split = {s: split_metrics(lm.logprobs(data.ids[s]), data.chars(s)) for s in ("valid", "test")}
+    lm = KneserNeyLM.load(model_file, mmap=True)
+    per_split = {s: split_scores(lm.logprob_pieces(data.ids[s]), data.chars(s)) for s in ("valid", "test")}
     g = p.generate
     samples = list(zip(g.prompts, generate_texts(HostSampler(lm), tok, sample_rows(g))))
     metrics = flat_metrics(per_split) | {
@@ -33,7 +38,6 @@ def main(argv: list[str]) -> None:
         "train_tokens_per_second": len(data.ids["train"]) / build_seconds}
     provenance = {"family": f"{p.ngram.order}-gram KN", "order": p.ngram.order, "protocol": "stream",
                   "data_hash": data.data_hash}
-    atomic_write(MODELS / "ngram" / NGRAM_FILE, lm.save)
     write_json(METRICS / "ngram.json", metrics)
     samples_text = format_samples("ngram", samples, g)
     write_text(SAMPLES / "ngram.txt", samples_text)

@@ -38,6 +38,7 @@ class DataParams:
 @dataclass(frozen=True)
 class NgramParams:
     order: int = field(default=5, metadata=_spec(ge=1, le=10))
+    memory_mb: int = field(default=2048, metadata=_spec(ge=16))   # the build's working memory (it sorts on disk)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ Training windows start at random offsets of the ``[BOS] + ids`` stream, drawn fr
 seeded by (seed, epoch): an epoch's batches are the same after a resume, and the input pipeline
 runs ahead of the model (prefetch).
 
+The ids are usually memory-mapped (``pipeline.data.prepared.load_prepared``) and may be larger than
+memory: each batch's windows are gathered on the host from the positions they need
+(:func:`stream_at`), so neither training nor scoring ever builds the whole ``[BOS] + ids`` stream.
+
 Under tf.distribute every input pipeline (one per worker) draws the same offsets and keeps its own
 contiguous slice of each *global* batch, cut into per-replica batches (explicit sharding; tf.data
 auto-sharding is turned off). Step s therefore trains on exactly the windows of the single-device
@@ -18,7 +22,41 @@ from pipeline.data.vocab_layout import BOS_ID
 
 
 def with_bos(ids: np.ndarray) -> np.ndarray:
+    """The whole ``[BOS] + ids`` stream (int32), for splits that fit in memory."""
     return np.concatenate([[BOS_ID], np.asarray(ids, dtype=np.int32)]).astype(np.int32)
+
+
+def stream_at(ids: np.ndarray, positions) -> np.ndarray:
+    """``with_bos(ids)[positions]`` (int32, the shape of ``positions``) reading only those positions
+    of ``ids``: stream position p is ``ids[p - 1]``, position 0 is BOS."""
+    ids, positions = np.asarray(ids), np.asarray(positions, dtype=np.int64)   # a memmap stays a view
+    if positions.size and (positions.min() < 0 or positions.max() > len(ids)):
+        raise SeqlabError(f"stream positions {positions.min()}..{positions.max()} out of range: the stream "
+                          f"is [BOS] + {len(ids)} ids")
+    out = np.asarray(ids[np.maximum(positions - 1, 0)], dtype=np.int32)  # fancy indexing: a copy
+    out[positions == 0] = BOS_ID
+    return out
+
+
+def window_rows(ids: np.ndarray, starts, width: int) -> np.ndarray:
+    """``with_bos(ids)[s:s + width]`` for every start ``s`` (int32, (len(starts), width))."""
+    return stream_at(ids, np.asarray(starts, dtype=np.int64).reshape(-1, 1) + np.arange(width))
+
+
+class BosStream:
+    """``with_bos(ids)`` as a view: ``len``, slices and index arrays read only what they name, so
+    code written for the stream array runs on a memory-mapped split of any size."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids) + 1
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            key = np.arange(*key.indices(len(self)))
+        return stream_at(self.ids, key)
 
 
 def check_length(ids: np.ndarray, seq_len: int, what: str) -> None:
@@ -50,23 +88,34 @@ def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, se
     ``hi - lo = batch_size / workers``, in consecutive per-replica batches (the local replicas take
     consecutive elements).
     """
-    import tensorflow as tf
-    stream = tf.constant(with_bos(ids))
     offsets = epoch_offsets(len(ids), seq_len, steps * batch_size, seed, epoch).reshape(steps, batch_size)
     per_batch = batch_size
     if input_context is not None:
         lo, hi, per_batch = shard_rows(batch_size, input_context.num_input_pipelines,
                                        input_context.input_pipeline_id, input_context.num_replicas_in_sync)
         offsets = offsets[:, lo:hi]
-    span = tf.range(seq_len + 1, dtype=tf.int64)
+    return windows_dataset(ids, offsets.reshape(-1), seq_len, per_batch)
+
+
+def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_size: int):
+    """Batches of ``batch_size`` (inputs, targets) windows ``with_bos(ids)[o:o + seq_len + 1]``, one
+    per offset in order (a last partial batch is dropped), gathered from ``ids`` batch by batch on
+    the host (``tf.numpy_function``), deterministic and prefetched."""
+    import tensorflow as tf
+    width = seq_len + 1
+
+    def gather(off):
+        return window_rows(ids, off, width)
 
     def windows(off):
-        w = tf.gather(stream, off[:, None] + span[None, :])
+        w = tf.numpy_function(gather, [off], tf.int32, stateful=False)
+        w.set_shape((batch_size, width))
         return w[:, :-1], w[:, 1:]
 
-    ds = tf.data.Dataset.from_tensor_slices(offsets.reshape(-1)).batch(per_batch, drop_remainder=True)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    ds = tf.data.Dataset.from_tensor_slices(offsets).batch(batch_size, drop_remainder=True)
     options = tf.data.Options()
-    # sharded by hand above: every worker must not drop further elements
+    # sharded by hand in train_dataset: every worker must not drop further elements
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     options.deterministic = True
     ds = ds.with_options(options)
@@ -74,7 +123,8 @@ def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, se
 
 
 def eval_windows(ids: np.ndarray, seq_len: int, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping windows covering the first ``max_tokens`` targets (for per-epoch curves)."""
+    """Non-overlapping windows covering the first ``max_tokens`` targets (for per-epoch curves);
+    reads only ``ids[:max_tokens]``."""
     stream = with_bos(ids[:max_tokens])
     n = (len(stream) - 1) // seq_len
     if n == 0:

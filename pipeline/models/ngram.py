@@ -332,12 +332,23 @@ class KneserNeyLM:
 
         The context starts at BOS and, with ``boundary_id`` set, resets to BOS after each boundary token.
         """
-        t = self._as_stream(tokens, self.vocab_size)
-        if t.size == 0:
-            return np.zeros(0, dtype=np.float64)
-        aug = self._pad(t, self.boundary_id)
-        lp = self._score_padded(aug)
-        return np.ascontiguousarray(lp[aug != BOS_ID], dtype=np.float64)
+        pieces = list(self.logprob_pieces(tokens))
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float64)
+
+    def logprob_pieces(self, tokens, piece: int = 1 << 22):
+        """:meth:`logprobs` in consecutive pieces of ``piece`` positions, reading ``tokens`` (e.g. a
+        memory map) piece by piece: memory stays O(piece) whatever the split's length. Each piece
+        is scored with the ``order - 1`` tokens before it as history, which is all the model uses,
+        so the pieces are exactly the whole stream's scores."""
+        n, keep = len(tokens), self.order - 1
+        for a in range(0, n, max(1, int(piece))):
+            b = min(n, a + piece)
+            s = max(0, a - keep)
+            aug = self._pad(self._as_stream(tokens[s:b], self.vocab_size), self.boundary_id)
+            if s > 0:
+                aug = aug[1:]                     # a history, not the start of the stream
+            lp = self._score_padded(aug)[aug != BOS_ID]
+            yield np.ascontiguousarray(lp[a - s:], dtype=np.float64)
 
     # ------------------------------------------------------------------------------------------
     def _history(self, context) -> list[int]:
@@ -419,14 +430,8 @@ class KneserNeyLM:
 
     # ------------------------------------------------------------------------------------------
     def _metadata(self) -> dict:
-        return {
-            "format": FORMAT_NAME, "version": FORMAT_VERSION, "order": self.order,
-            "vocab_size": self.vocab_size, "boundary_id": self.boundary_id, "bos_id": BOS_ID,
-            "discounts": {str(k): v for k, v in sorted(self.discounts.items())},
-            "fallback_orders": self.fallback_orders,
-            "counts_of_counts": {str(k): v for k, v in sorted(self.counts_of_counts.items())},
-            "num_ngrams": {str(k): v for k, v in sorted(self.num_ngrams.items())},
-        }
+        return model_metadata(self.order, self.vocab_size, self.boundary_id, self.discounts, self.fallback_orders,
+                              self.counts_of_counts, self.num_ngrams)
 
     def _arrays(self) -> list[tuple[str, np.ndarray]]:
         arrays = []
@@ -443,24 +448,13 @@ class KneserNeyLM:
 
         No pickle anywhere: ``np.load(path, allow_pickle=False)`` also reads it.
         """
-        path = Path(path)
-
-        def info(name: str) -> zipfile.ZipInfo:
-            zi = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-            zi.compress_type = zipfile.ZIP_STORED
-            zi.external_attr = 0o644 << 16
-            zi.create_system = 3
-            return zi
-
-        with open(path, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            zf.writestr(info("metadata.json"),
-                        json.dumps(self._metadata(), sort_keys=True, indent=1).encode("utf-8"))
-            for name, arr in self._arrays():
-                with zf.open(info(name + ".npy"), "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+        write_model_file(path, self._metadata(),
+                         ((name, a.dtype, a.size, [a]) for name, a in self._arrays()))
 
     @classmethod
-    def load(cls, path) -> "KneserNeyLM":
+    def load(cls, path, mmap: bool = False) -> "KneserNeyLM":
+        """Read a saved model; with ``mmap`` its arrays are memory-mapped from the file (they are
+        stored uncompressed), so a model larger than memory loads at once and pages in as used."""
         with zipfile.ZipFile(path, "r") as zf:
             meta = json.loads(zf.read("metadata.json").decode("utf-8"))
             if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
@@ -468,10 +462,14 @@ class KneserNeyLM:
             if meta.get("bos_id") != BOS_ID:
                 raise ValueError(f"{path}: saved with BOS id {meta.get('bos_id')}, this code uses {BOS_ID}")
             arrays = {}
-            for name in zf.namelist():
-                if name.endswith(".npy"):
-                    with zf.open(name) as member:
-                        arrays[name[:-4]] = np.lib.format.read_array(member, allow_pickle=False)
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                if mmap and info.compress_type == zipfile.ZIP_STORED:
+                    arrays[info.filename[:-4]] = _map_member(path, info)
+                else:
+                    with zf.open(info) as member:
+                        arrays[info.filename[:-4]] = np.lib.format.read_array(member, allow_pickle=False)
         N = int(meta["order"])
         logp = {k: arrays[f"logp_{k}"] for k in range(1, N + 1)}
         logb = {k: arrays[f"logb_{k}"] for k in range(1, N)}
@@ -551,6 +549,69 @@ class KneserNeyLM:
                 out.write("".join(lines))
                 out.write("\n")
             out.write("\\end\\\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# the model file
+
+def model_metadata(order: int, vocab_size: int, boundary_id: int | None, discounts: dict, fallback_orders,
+                   counts_of_counts: dict, num_ngrams: dict) -> dict:
+    return {
+        "format": FORMAT_NAME, "version": FORMAT_VERSION, "order": int(order),
+        "vocab_size": int(vocab_size), "boundary_id": None if boundary_id is None else int(boundary_id),
+        "bos_id": BOS_ID,
+        "discounts": {str(k): [float(x) for x in v] for k, v in sorted(discounts.items())},
+        "fallback_orders": [int(k) for k in fallback_orders],
+        "counts_of_counts": {str(k): [int(x) for x in v] for k, v in sorted(counts_of_counts.items())},
+        "num_ngrams": {str(k): int(v) for k, v in sorted(num_ngrams.items())},
+    }
+
+
+def _zip_info(name: str) -> zipfile.ZipInfo:
+    zi = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    zi.compress_type = zipfile.ZIP_STORED
+    zi.external_attr = 0o644 << 16
+    zi.create_system = 3
+    return zi
+
+
+def write_model_file(path, meta: dict, members) -> None:
+    """The model's ``.npz``: ``metadata.json``, then one 1-D ``.npy`` member per
+    ``(name, dtype, length, blocks)``, whose data is the concatenation of ``blocks`` (arrays or a
+    generator of them, so a member larger than memory is copied in pieces). Same bytes as
+    ``np.save`` of each whole array into an uncompressed zip with fixed dates."""
+    with open(path, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        zf.writestr(_zip_info("metadata.json"), json.dumps(meta, sort_keys=True, indent=1).encode("utf-8"))
+        for name, dtype, length, blocks in members:
+            with zf.open(_zip_info(name + ".npy"), "w", force_zip64=True) as member:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                          "shape": (int(length),)}
+                np.lib.format.write_array_header_1_0(member, header)
+                written = 0
+                for block in blocks:
+                    b = np.ascontiguousarray(block, dtype=dtype)
+                    member.write(b.tobytes())
+                    written += b.size
+                if written != length:
+                    raise AssertionError(f"{name}: wrote {written} of {length} values")
+
+
+def _map_member(path, info: zipfile.ZipInfo) -> np.ndarray:
+    """A read-only memory map of an uncompressed ``.npy`` member of a zip file."""
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        f.seek(start)
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+    if fortran or len(shape) != 1:
+        raise ValueError(f"{path}: member {info.filename} is not a 1-D C-order array")
+    if shape[0] == 0:
+        return np.zeros(0, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
 # ----------------------------------------------------------------------------------------------

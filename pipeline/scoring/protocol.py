@@ -6,21 +6,37 @@ preceding text. Recurrent networks carry their state across the whole split; win
 token at least ``window - stride`` tokens of context; the n-gram model uses its full order. Bits per
 character divide the total NLL in bits by the characters of the split's text, so char, word and
 wordpiece models compare.
+
+A split may be larger than memory (memory-mapped ids): :func:`network_pieces` yields its log-probs
+piece by piece and :func:`split_scores` sums them as they come, so scoring holds O(piece) values;
+the array forms (:func:`network_logprobs`, :func:`windowed_logprobs`) concatenate the same pieces.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from pipeline.data.windows import with_bos
+from pipeline.data.windows import window_rows
 from pipeline.models.family import STREAM
 from pipeline.models.registry import family_of
+from pipeline.scoring.stream import batched, concat_pieces, stream_pieces
 
 
 def split_metrics(logprobs: np.ndarray, chars: int) -> dict:
-    nll = -float(np.sum(logprobs, dtype=np.float64))
-    n = int(len(logprobs))
+    """Tokens, mean NLL (nats), perplexity and bits per character of one split's log-probs."""
+    return split_scores([logprobs], chars)
+
+
+def split_scores(pieces: Iterable[np.ndarray], chars: int) -> dict:
+    """:func:`split_metrics` of the concatenated ``pieces``, summed piece by piece (float64) as they
+    are produced, so a split's log-probs never need to be held at once."""
+    total, n = 0.0, 0
+    for lp in pieces:
+        total += float(np.sum(lp, dtype=np.float64))
+        n += len(lp)
+    nll = -total
     mean = nll / max(n, 1)
     return {"tokens": n, "nll": mean, "ppl": math.exp(mean), "bpc": nll / math.log(2) / max(chars, 1)}
 
@@ -32,24 +48,34 @@ def flat_metrics(per_split: dict[str, dict]) -> dict:
 
 def window_plan(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
     """(start, first scored target, end) per window over targets 0..n-1 of a stream."""
+    return list(iter_window_plan(n, window, stride))
+
+
+def iter_window_plan(n: int, window: int, stride: int) -> Iterator[tuple[int, int, int]]:
+    """:func:`window_plan`, generated lazily (a long split's plan is not held)."""
     if n <= window:
-        return [(0, 0, n)]
-    starts = list(range(0, n - window + 1, stride))
-    if starts[-1] + window < n:
-        starts.append(n - window)
-    plan, covered = [], 0
-    for s in starts:
-        plan.append((s, max(covered, s), s + window))
+        yield 0, 0, n
+        return
+    covered = 0
+    for s in range(0, n - window + 1, stride):
+        yield s, max(covered, s), s + window
         covered = s + window
-    return plan
+    if covered < n:
+        yield n - window, max(covered, n - window), n
 
 
 def windowed_logprobs(model, ids: np.ndarray, window: int, stride: int, batch_size: int) -> np.ndarray:
     """log p(x_t | window context) for every t, windows of ``window`` inputs every ``stride`` tokens."""
+    return concat_pieces(windowed_pieces(model, ids, window, stride, batch_size))
+
+
+def windowed_pieces(model, ids: np.ndarray, window: int, stride: int, batch_size: int) -> Iterator[np.ndarray]:
+    """Consecutive float64 pieces of :func:`windowed_logprobs`, one batch of ``batch_size`` windows
+    at a time, each gathered from ``ids`` when its turn comes."""
     import tensorflow as tf
-    stream = with_bos(ids)
     n = len(ids)
-    plan = window_plan(n, window, stride)
+    if n == 0:
+        return
     width = min(window, n)
 
     @tf.function
@@ -57,30 +83,32 @@ def windowed_logprobs(model, ids: np.ndarray, window: int, stride: int, batch_si
         logits = tf.cast(model(x, training=False), tf.float32)
         return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
 
-    out = np.empty(n, dtype=np.float64)
-    for b in range(0, len(plan), batch_size):
-        chunk = plan[b:b + batch_size]
-        x = np.stack([stream[s:s + width] for s, _, _ in chunk])
-        y = np.stack([stream[s + 1:s + width + 1] for s, _, _ in chunk])
-        lp = target_logprobs(tf.constant(x), tf.constant(y)).numpy()
-        for row, (s, first, end) in zip(lp, chunk):
-            out[first:end] = row[first - s:end - s]
-    return out
+    for chunk in batched(iter_window_plan(n, window, stride), batch_size):
+        w = window_rows(ids, [s for s, _, _ in chunk], width + 1)
+        lp = target_logprobs(tf.constant(w[:, :-1]), tf.constant(w[:, 1:])).numpy()
+        yield np.concatenate([row[first - s:end - s] for row, (s, first, end) in zip(lp, chunk)]).astype(np.float64)
 
 
 def network_logprobs(network, ids: np.ndarray, stride_fraction: float, batch_size: int,
                      stepper=None) -> tuple[np.ndarray, dict]:
     """Score a split of ``network`` (a loaded ``pipeline.models.network.Network``) under its family's
-    protocol; returns the log-probs and the protocol record.
+    protocol; returns the log-probs and the protocol record (see :func:`network_pieces`)."""
+    pieces, protocol = network_pieces(network, ids, stride_fraction, batch_size, stepper)
+    return concat_pieces(pieces), protocol
+
+
+def network_pieces(network, ids: np.ndarray, stride_fraction: float, batch_size: int,
+                   stepper=None) -> tuple[Iterator[np.ndarray], dict]:
+    """The log-probs of a split of ``network`` under its family's protocol, as consecutive pieces
+    (memory O(piece); feed them to :func:`split_scores`), and the protocol record.
 
     ``stream``: the stepper's state is carried across the whole split (``stepper``, or a new one).
     ``window``: windows of the training context (``network.seq_len``), ``stride_fraction`` apart.
     """
     if family_of(network.cfg).protocol == STREAM:
-        from pipeline.scoring.stream import stream_logprobs
-        return stream_logprobs(stepper or network.stepper(), ids), {"protocol": "stream", "state_carried": True}
+        return stream_pieces(stepper or network.stepper(), ids), {"protocol": "stream", "state_carried": True}
     window = network.seq_len
     stride = max(1, int(round(window * stride_fraction)))
-    lp = windowed_logprobs(network.model, ids, window, stride, batch_size)
-    return lp, {"protocol": "sliding-window", "window": window, "stride": stride,
-                "min_context": window - stride if len(ids) > window else 0}
+    return windowed_pieces(network.model, ids, window, stride, batch_size), {
+        "protocol": "sliding-window", "window": window, "stride": stride,
+        "min_context": window - stride if len(ids) > window else 0}

@@ -133,7 +133,7 @@ def load_model(folder: Path):
     if (folder / NGRAM_FILE).is_file():
         from pipeline.generation.text import HostSampler  # load time: where the model is served
         from pipeline.models.ngram import KneserNeyLM  # load time: where the model is served
-        return HostSampler(KneserNeyLM.load(folder / NGRAM_FILE))
+        return HostSampler(KneserNeyLM.load(folder / NGRAM_FILE, mmap=True))
     from pipeline.generation.compiled import CompiledDecoder  # load time: where the model is served
     from pipeline.models.network import load_network  # load time: where the model is served
     network = load_network(folder)
