@@ -6,8 +6,8 @@ corpus or of an order on disk, and only pieces of them in memory, as KenLM's ``l
 
 * counting, order by order: the positions are cut into chunks; each chunk's n-gram keys
   (``id_{k-1}(prefix) * V + last``) are sorted and counted (a sorted run on disk), the runs are
-  merged (blockwise k-way merge), and every position's global rank (its order-k id) is found by a
-  merge join of the chunk's keys with the merged keys;
+  merged (blockwise k-way merge), which gives each run's keys their global ranks, and so every
+  position its order-k id;
 * adjusted counts: a bincount of the suffix ids of order k+1, one block of order-k ids at a time;
 * probabilities: entries in chunks that never cut a context in two (so every context's sums run in
   the order ``np.bincount`` sums them in the in-memory path), the lower order's probabilities
@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,9 @@ from pipeline.models.ngram import (KneserNeyLM, _unique_inverse, kn_discounts, m
 
 __all__ = ["build_kneser_ney", "DiskArray"]
 
-BYTES_PER_POSITION = 128   # working set of one counted position (keys, sort, inverse, ids)
+BYTES_PER_POSITION = 112   # working set of one counted position (keys, sort, inverse, ids), measured
+BYTES_PER_ENTRY = 192      # working set of one n-gram while its probability is computed
+THREADS = 2                # chunks counted at once (numpy's sorts run without the GIL)
 
 
 def build_disk_bytes(tokens: int, order: int) -> float:
@@ -115,7 +118,7 @@ class _Progress:
 
 def _write_padded(tokens, boundary_id: int | None, path: Path, chunk: int) -> DiskArray:
     """BOS + stream, with a BOS after every boundary token but a final one (``KneserNeyLM._pad``)."""
-    out = _Appender(path, np.int64)
+    out = _Appender(path, np.int32)                 # ids < vocab_size < 2^31
     out.add(np.array([BOS_ID]))
     n = len(tokens)
     for a in range(0, n, chunk):
@@ -132,14 +135,18 @@ def _write_padded(tokens, boundary_id: int | None, path: Path, chunk: int) -> Di
 # ----------------------------------------------------------------------------------------------
 # merging sorted runs
 
-def _merge_runs(runs: list[tuple[DiskArray, DiskArray, DiskArray]], block: int, out_dir: Path, k: int):
-    """k-way merge of sorted (key, count, suffix) runs: keys unique, counts summed, suffix kept.
+def _merge_runs(runs: list[tuple[DiskArray, DiskArray, DiskArray]], block: int, out_dir: Path, k: int,
+                with_ranks: bool):
+    """k-way merge of sorted (key, count, suffix) runs: keys unique, counts summed, suffix kept;
+    with ``with_ranks``, also each run's keys' global ranks (a file per run, in the run's order).
 
     Each round takes, from every run's loaded block, the keys up to the smallest last loaded key
     (everything that can come next), and reduces them; a run's block is refilled when used up."""
     keys_o = _Appender(out_dir / f"keys_{k}.bin", np.int64)
     cnt_o = _Appender(out_dir / f"raw_{k}.bin", np.int64)
     suf_o = _Appender(out_dir / f"suffix_{k}.bin", np.int64)
+    rank_o = [_Appender(out_dir / f"rank{k}_{i}.bin", np.int64) for i in range(len(runs))] if with_ranks else []
+    base = 0
     pos = [0] * len(runs)
     buf = [None] * len(runs)
 
@@ -156,11 +163,12 @@ def _merge_runs(runs: list[tuple[DiskArray, DiskArray, DiskArray]], block: int, 
         if not live:
             break
         bound = min(int(buf[i][0][-1]) for i in live)
-        parts = []
+        parts, owners = [], []
         for i in live:
             kk, cc, ss = buf[i]
             cut = int(np.searchsorted(kk, bound, side="right"))
             parts.append((kk[:cut], cc[:cut], ss[:cut]))
+            owners.append(i)
             buf[i] = (kk[cut:], cc[cut:], ss[cut:])
             if buf[i][0].size == 0:
                 fill(i)
@@ -175,21 +183,15 @@ def _merge_runs(runs: list[tuple[DiskArray, DiskArray, DiskArray]], block: int, 
         keys_o.add(kk[idx])
         cnt_o.add(np.add.reduceat(cc, idx))
         suf_o.add(ss[idx])
-    return keys_o.array(), cnt_o.array(), suf_o.array()
-
-
-def _ranks(keys: DiskArray, queries: np.ndarray, block: int) -> np.ndarray:
-    """Index in the sorted ``keys`` file of each of the sorted, present ``queries`` (merge join)."""
-    out = np.empty(queries.size, np.int64)
-    lo = 0
-    for a, kk in keys.blocks(block):
-        if lo >= queries.size:
-            break
-        hi = int(np.searchsorted(queries, kk[-1], side="right"))
-        if hi > lo:
-            out[lo:hi] = a + np.searchsorted(kk, queries[lo:hi])
-            lo = hi
-    return out
+        if with_ranks:
+            rank = np.empty(kk.size, np.int64)
+            rank[order] = base + np.cumsum(start, dtype=np.int64) - 1
+            at = 0
+            for i, part in zip(owners, parts):
+                rank_o[i].add(rank[at:at + part[0].size])
+                at += part[0].size
+        base += idx.size
+    return keys_o.array(), cnt_o.array(), suf_o.array(), [r.array() for r in rank_o]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,8 +207,9 @@ def build_kneser_ney(tokens, vocab_size: int, order: int, path, boundary_id: int
     KneserNeyLM._check_args(vocab_size, order, boundary_id)
     V, N = int(vocab_size), int(order)
     budget = max(16, int(memory_mb)) << 20
-    chunk = int(chunk or budget // BYTES_PER_POSITION)
+    chunk = int(chunk or budget // (BYTES_PER_POSITION * THREADS))
     block = int(block or budget // 64)
+    entries = max(1, chunk * THREADS * BYTES_PER_POSITION // BYTES_PER_ENTRY)
     say = _Progress(progress)
     n_tokens = len(tokens)
     if n_tokens:
@@ -225,7 +228,7 @@ def build_kneser_ney(tokens, vocab_size: int, order: int, path, boundary_id: int
         say(f"stream: {n_tokens:,} tokens, {M - n_tokens:,} BOS pads, vocab {V:,}, order {N}, "
             f"budget {memory_mb} MB, chunks of {chunk:,} positions")
         counts = _count(aug, V, N, chunk, block, work, say)
-        meta = _estimate(counts, V, N, boundary_id, chunk, block, work, Path(path), say)
+        meta = _estimate(counts, V, N, boundary_id, entries, block, work, Path(path), say)
         say(f"built {sum(meta['num_ngrams'].values()):,} n-grams; discounts fell back for orders "
             f"{meta['fallback_orders']}")
         return meta
@@ -242,39 +245,53 @@ def _count(aug: DiskArray, V: int, N: int, chunk: int, block: int, work: Path, s
     out = {"raw_1": raw1, "n_1": V}
     ids_prev = aug                                  # the order-1 id of the gram ending at p is its token
     for k in range(2, N + 1):
-        runs, local = [], []
-        single = M - 1 <= chunk
-        ids_k = DiskArray(work / f"ids_{k}.bin", np.int64, M, fill=-1) if k < N else None
-        for c, a in enumerate(range(1, M, chunk)):
-            b = min(M, a + chunk)
+        single = M - 1 <= chunk * THREADS           # one chunk, alone: it may take every thread's share
+        ids_k = None
+        if k < N:                                   # ranks < M; every chunk writes its positions
+            ids_k = DiskArray(work / f"ids_{k}.bin", np.int32 if M < 2 ** 31 else np.int64, M)
+            ids_k.write(0, np.array([-1]))
+
+        def count_chunk(c: int, a: int, b: int):
+            """Sort and count the keys of positions [a, b): a run (or the order itself if single)."""
             prev_all = ids_prev.read(a - 1, b)          # ids_{k-1} at p-1 .. b-1
             cur = aug.read(a, b)
             pre, here = prev_all[:-1], prev_all[1:]
-            ok = (pre >= 0) & (cur != BOS_ID)
-            at = np.flatnonzero(ok)
-            q = pre[at] * V + cur[at]
+            at = np.flatnonzero((pre >= 0) & (cur != BOS_ID))
+            q = pre[at].astype(np.int64) * V + cur[at]
+            del prev_all, pre, cur
             uniq, inv, first = _unique_inverse(q)
             del q
             cnt = np.bincount(inv, minlength=uniq.size).astype(np.int64)
-            suf = here[at[first]]
-            if single:
-                keys, raw, suffix = (_stored(work / f"{n}_{k}.bin", x) for n, x in
-                                     (("keys", uniq), ("raw", cnt), ("suffix", suf)))
-                if ids_k is not None:
-                    ids = np.full(b - a, -1, np.int64)
+            suf = here[at[first]].astype(np.int64)
+            del here, first
+            name = f"{k}" if single else f"run{k}_{c}"
+            run = tuple(_stored(work / f"{n}_{name}.bin", x) for n, x in
+                        (("keys", uniq), ("raw", cnt), ("suffix", suf)))
+            inv_file = None
+            if ids_k is not None:
+                if single:
+                    ids = np.full(b - a, -1, ids_k.dtype)
                     ids[at] = inv
                     ids_k.write(a, ids)
-            else:
-                run = tuple(_stored(work / f"run{k}_{c}_{n}.bin", x) for n, x in
-                            (("keys", uniq), ("raw", cnt), ("suffix", suf)))
-                runs.append(run)
-                if ids_k is not None:
-                    local.append((a, b, _stored(work / f"inv{k}_{c}.bin", inv), run[0]))
+                else:
+                    inv_file = _stored(work / f"inv{k}_{c}.bin", inv.astype(np.int32))   # < chunk
             say(f"order {k}: counted {b:,} of {M:,} positions", done=((k - 2) + b / M) / (N - 1), force=False)
+            return run, (a, b, inv_file)
+
+        if single:
+            (keys, raw, suffix), _ = count_chunk(0, 1, M)
+        else:                                       # numpy sorts without the GIL: chunks side by side
+            starts = list(range(1, M, chunk))
+            with ThreadPoolExecutor(THREADS) as pool:
+                done = list(pool.map(count_chunk, range(len(starts)), starts,
+                                     [min(M, a + chunk) for a in starts]))
+            runs = [r for r, _ in done]
+            local = [l for _, l in done]
         if not single:
-            keys, raw, suffix = _merge_runs(runs, max(1, block // (3 * len(runs))), work, k)
+            keys, raw, suffix, ranks = _merge_runs(runs, max(1, block // (3 * len(runs))), work, k,
+                                                   with_ranks=ids_k is not None)
             if ids_k is not None:
-                _assign_ids(ids_k, aug, ids_prev, local, keys, block)
+                _assign_ids(ids_k, aug, ids_prev, local, ranks)
             for run in runs:
                 for f in run:
                     f.path.unlink()
@@ -286,19 +303,17 @@ def _count(aug: DiskArray, V: int, N: int, chunk: int, block: int, work: Path, s
     return out
 
 
-def _assign_ids(ids_k: DiskArray, aug: DiskArray, ids_prev: DiskArray, local, keys: DiskArray,
-                block: int) -> None:
-    """Every position's order-k id: the global rank of its chunk's key. A chunk's run holds its
-    sorted unique keys, so their ranks come from one merge join, and the chunk's inverse map
-    (saved while counting) sends each position to its key."""
-    for a, b, inv_file, run_keys in local:
+def _assign_ids(ids_k: DiskArray, aug: DiskArray, ids_prev: DiskArray, local, ranks: list[DiskArray]) -> None:
+    """Every position's order-k id: the global rank (from the merge) of its chunk's key, which the
+    chunk's inverse map (saved while counting) names."""
+    for (a, b, inv_file), rank_file in zip(local, ranks):
         pre = ids_prev.read(a - 1, b - 1)
         at = np.flatnonzero((pre >= 0) & (aug.read(a, b) != BOS_ID))
-        ranks = _ranks(keys, run_keys.read(), block)
-        ids = np.full(b - a, -1, np.int64)
-        ids[at] = ranks[inv_file.read()]
+        ids = np.full(b - a, -1, ids_k.dtype)
+        ids[at] = rank_file.read()[inv_file.read()]
         ids_k.write(a, ids)
         inv_file.path.unlink()
+        rank_file.path.unlink()
 
 
 def _stored(path: Path, values: np.ndarray) -> DiskArray:
@@ -431,21 +446,12 @@ def _order_probs(counts: dict, adj, dtab: np.ndarray, p_prev, k: int, V: int, ch
     n, n_ctx = keys.length, (V if k == 2 else counts[f"n_{k - 1}"])
     p_out = _Appender(work / f"p_{k}.bin", np.float64)
     lb_out = _Appender(work / f"logb_{k - 1}.bin", np.float64)
-    if isinstance(p_prev, DiskArray) and p_prev.length * 8 <= chunk * 16:
-        p_prev = p_prev.read()                      # small enough: gather from memory
-    next_ctx, i0 = 0, 0
-    while i0 < n:
-        i1 = min(n, i0 + chunk)
-        kk = keys.read(i0, i1)
-        parent = kk // V
-        if i1 < n:                                  # end before the last context of the chunk
-            cut = int(np.searchsorted(parent, parent[-1]))
-            if cut > 0:
-                i1, kk, parent = i0 + cut, kk[:cut], parent[:cut]
-            else:                                   # one context longer than a chunk: take it whole
-                i1 = i0 + _context_end(keys, i0, int(parent[0]), V, block)
-                kk = keys.read(i0, i1)
-                parent = kk // V
+    if isinstance(p_prev, DiskArray) and p_prev.length * 8 * 4 <= chunk * BYTES_PER_ENTRY:
+        p_prev = p_prev.read()                      # a quarter of the budget: gather from memory
+
+    def piece(i0: int, i1: int):
+        """(first context, log backoffs of its contexts, probabilities) of entries [i0, i1)."""
+        parent = keys.read(i0, i1) // V
         a = adj.read(i0, i1)
         dk = dtab[np.minimum(a, 3)]
         c0 = int(parent[0])
@@ -455,16 +461,47 @@ def _order_probs(counts: dict, adj, dtab: np.ndarray, p_prev, k: int, V: int, ch
         dmass = np.bincount(local, weights=dk, minlength=width)
         has = denom > 0
         gamma = np.where(has, dmass / np.where(has, denom, 1.0), 1.0)
-        if c0 > next_ctx:
-            lb_out.add(np.zeros(c0 - next_ctx))
-        lb_out.add(np.log(gamma))
-        next_ctx = c0 + width
         pk = (a - dk) / denom[local] + gamma[local] * _gather(p_prev, suffix.read(i0, i1), block)
-        p_out.add(pk)
-        i0 = i1
+        return c0, np.log(gamma), pk
+
+    next_ctx = 0
+    with ThreadPoolExecutor(THREADS) as pool:       # pieces side by side, written in order
+        pending = []
+        for i0, i1 in _context_pieces(keys, V, chunk // THREADS, block):
+            pending.append(pool.submit(piece, i0, i1))
+            while pending and (pending[0].done() or len(pending) > THREADS):
+                c0, lb, pk = pending.pop(0).result()
+                if c0 > next_ctx:
+                    lb_out.add(np.zeros(c0 - next_ctx))
+                lb_out.add(lb)
+                next_ctx = c0 + lb.size
+                p_out.add(pk)
+        for f in pending:
+            c0, lb, pk = f.result()
+            if c0 > next_ctx:
+                lb_out.add(np.zeros(c0 - next_ctx))
+            lb_out.add(lb)
+            next_ctx = c0 + lb.size
+            p_out.add(pk)
     if n_ctx > next_ctx:
         lb_out.add(np.zeros(n_ctx - next_ctx))
     return p_out.array(), lb_out.array()
+
+
+def _context_pieces(keys: DiskArray, V: int, size: int, block: int):
+    """[i0, i1) ranges of about ``size`` entries that never cut a context in two."""
+    n, i0 = keys.length, 0
+    while i0 < n:
+        i1 = min(n, i0 + size)
+        if i1 < n:                                  # end before the last context of the piece
+            parent = keys.read(i0, i1) // V
+            cut = int(np.searchsorted(parent, parent[-1]))
+            if cut > 0:
+                i1 = i0 + cut
+            else:                                   # one context longer than a piece: take it whole
+                i1 = i0 + _context_end(keys, i0, int(parent[0]), V, block)
+        yield i0, i1
+        i0 = i1
 
 
 def _context_end(keys: DiskArray, i0: int, ctx: int, V: int, block: int) -> int:
