@@ -446,8 +446,17 @@ def _order_probs(counts: dict, adj, dtab: np.ndarray, p_prev, k: int, V: int, ch
     n, n_ctx = keys.length, (V if k == 2 else counts[f"n_{k - 1}"])
     p_out = _Appender(work / f"p_{k}.bin", np.float64)
     lb_out = _Appender(work / f"logb_{k - 1}.bin", np.float64)
-    if isinstance(p_prev, DiskArray) and p_prev.length * 8 * 4 <= chunk * BYTES_PER_ENTRY:
-        p_prev = p_prev.read()                      # a quarter of the budget: gather from memory
+    # ``chunk`` entries are the whole budget: the lower order's probabilities are held if they take
+    # at most half of it, the pieces in flight (THREADS + 1) share the rest
+    budget = chunk * BYTES_PER_ENTRY
+    held = 0
+    if isinstance(p_prev, DiskArray) and p_prev.length * 8 * 2 <= budget:
+        p_prev = p_prev.read()
+    if not isinstance(p_prev, DiskArray):
+        held = p_prev.size * 8
+    else:                                           # gathered block by block: each worker one block
+        block = max(1, budget // 8 // THREADS // 8)
+    size = max(1, (budget - held) // BYTES_PER_ENTRY // (THREADS + 1))
 
     def piece(i0: int, i1: int):
         """(first context, log backoffs of its contexts, probabilities) of entries [i0, i1)."""
@@ -467,7 +476,7 @@ def _order_probs(counts: dict, adj, dtab: np.ndarray, p_prev, k: int, V: int, ch
     next_ctx = 0
     with ThreadPoolExecutor(THREADS) as pool:       # pieces side by side, written in order
         pending = []
-        for i0, i1 in _context_pieces(keys, V, chunk // THREADS, block):
+        for i0, i1 in _context_pieces(keys, V, size, block):
             pending.append(pool.submit(piece, i0, i1))
             while pending and (pending[0].done() or len(pending) > THREADS):
                 c0, lb, pk = pending.pop(0).result()
