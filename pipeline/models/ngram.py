@@ -131,6 +131,21 @@ def _lookup(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out
 
 
+def unigram_probs(adjusted: np.ndarray, dtab: np.ndarray) -> np.ndarray:
+    """Interpolated unigram probabilities from the adjusted counts of all V ids: the discounted mass
+    spread uniformly over the V-1 predictable ids; BOS gets 0."""
+    V = adjusted.size
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disc = dtab[np.minimum(adjusted, 3)]
+        total = float(adjusted.sum())
+        if total > 0:
+            p1 = (adjusted - disc) / total + (float(disc.sum()) / total) / (V - 1)
+        else:
+            p1 = np.full(V, 1.0 / (V - 1))
+    p1[BOS_ID] = 0.0
+    return p1
+
+
 class KneserNeyLM:
     """Interpolated modified Kneser-Ney language model over token ids (see the module docstring)."""
 
@@ -278,15 +293,7 @@ class KneserNeyLM:
         logp: dict[int, np.ndarray] = {}
         logb: dict[int, np.ndarray] = {}
         with np.errstate(divide="ignore", invalid="ignore"):
-            a1 = adj[1]
-            disc1 = dtab[1][np.minimum(a1, 3)]
-            total = float(a1.sum())
-            if total > 0:
-                gamma0 = float(disc1.sum()) / total
-                p1 = (a1 - disc1) / total + gamma0 / (V - 1)
-            else:
-                p1 = np.full(V, 1.0 / (V - 1))
-            p1[BOS_ID] = 0.0
+            p1 = unigram_probs(adj[1], dtab[1])
             logp[1] = np.log(p1)
             p_prev = p1
             for k in range(2, N + 1):

@@ -30,7 +30,7 @@ import numpy as np
 
 from pipeline.data.vocab_layout import BOS_ID
 from pipeline.models.ngram import (KneserNeyLM, _unique_inverse, kn_discounts, model_metadata,
-                                   write_model_file)
+                                   unigram_probs, write_model_file)
 
 __all__ = ["build_kneser_ney", "DiskArray"]
 
@@ -397,15 +397,7 @@ def _estimate(counts: dict, V: int, N: int, boundary_id, chunk: int, block: int,
         dtab[k] = np.array([0.0, d[0], d[1], d[2]])
     fallback = sorted(fallback)                          # as fit lists them
     with np.errstate(divide="ignore", invalid="ignore"):
-        a1 = adj[1].read() if isinstance(adj[1], DiskArray) else adj[1]
-        disc1 = dtab[1][np.minimum(a1, 3)]
-        total = float(a1.sum())
-        if total > 0:
-            gamma0 = float(disc1.sum()) / total
-            p1 = (a1 - disc1) / total + gamma0 / (V - 1)
-        else:
-            p1 = np.full(V, 1.0 / (V - 1))
-        p1[BOS_ID] = 0.0
+        p1 = unigram_probs(adj[1].read() if isinstance(adj[1], DiskArray) else adj[1], dtab[1])
         probs, backoffs = {1: p1}, {}
         for k in range(2, N + 1):
             probs[k], backoffs[k - 1] = _order_probs(counts, adj[k], dtab[k], probs[k - 1], k, V, chunk,
