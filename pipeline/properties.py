@@ -48,6 +48,12 @@ def _fmt(v, fmt):
     return "n/a" if v is None else fmt.format(v)
 
 
+def _with_interval(s: dict, key: str) -> str:
+    """``8 (4–16)``: the value and its bootstrap interval over the targets, where measured."""
+    lo, hi = s.get(f"{key}_low"), s.get(f"{key}_high")
+    return str(s[key]) if lo is None or hi is None else f"{s[key]} ({lo}–{hi})"
+
+
 def properties_markdown(summaries: dict[str, dict], bpc: dict[str, float], threshold: float = THRESHOLD,
                         figures: tuple[str, ...] = (CURVES_PNG, ATTENTION_PNG)) -> str:
     """The property table: one row per model, the measured numbers, then the figures."""
@@ -59,12 +65,15 @@ def properties_markdown(summaries: dict[str, dict], bpc: dict[str, float], thres
              f"is within {threshold:.0%} of the full-context loss. Order matters up to b: shuffling the tokens "
              f"older than the last b raises the loss by less than {threshold:.0%} for every b' >= b. Gradient decay: "
              "the fitted rate λ of ‖∂ℓ_T/∂e_(T−k)‖ ∝ exp(−λk), in nats per token (half-life ln 2 / λ tokens). "
-             "Contexts and distances are in tokens; n/a where a measure does not apply.", "",
+             "Contexts and distances are in tokens; n/a where a measure does not apply. In brackets: the "
+             f"{int(round(100 * next(iter(summaries.values())).get('interval', 0.9)))}% bootstrap interval over "
+             "the targets (resampled with replacement), which says how far a larger sample could move the number.", "",
              head, "|" + "---|" * head.count(" | ") + "---|"]
     for model, s in summaries.items():
         lines.append("| " + " | ".join([
-            model, _fmt(bpc.get(model), "{:.4f}"), str(s["full_context_tokens"]), str(s["effective_context_tokens"]),
-            str(s["order_sensitivity_tokens"]), _fmt(s["gradient_decay_per_token"], "{:.4f}"),
+            model, _fmt(bpc.get(model), "{:.4f}"), str(s["full_context_tokens"]),
+            _with_interval(s, "effective_context_tokens"), _with_interval(s, "order_sensitivity_tokens"),
+            _fmt(s["gradient_decay_per_token"], "{:.4f}"),
             _fmt(s["gradient_half_life_tokens"], "{:.1f}"), _fmt(s["gradient_half_life_tokens_init"], "{:.1f}"),
             _fmt(s["attention_mean_distance_tokens"], "{:.1f}")]) + " |")
     for model, s in summaries.items():

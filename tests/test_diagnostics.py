@@ -34,6 +34,17 @@ def test_an_ngram_of_order_k_has_effective_context_k_minus_1(k, cap):
     losses = dict(zip(m["lengths"], m["losses"]))
     assert all(losses[n] == pytest.approx(losses[cap], abs=1e-12) for n in m["lengths"] if n >= k - 1)
     assert m["summary"]["order_sensitivity_tokens"] == k - 1   # shuffling beyond k - 1 never matters
+    # no sample could say otherwise: the bootstrap interval is the point itself
+    assert m["summary"]["effective_context_tokens_low"] == m["summary"]["effective_context_tokens_high"] == k - 1
+    assert m["summary"]["order_sensitivity_tokens_low"] == m["summary"]["order_sensitivity_tokens_high"] == k - 1
+
+
+def test_the_bootstrap_interval_widens_with_noise_and_holds_the_point():
+    rng = np.random.default_rng(0)
+    noisy = np.stack([np.zeros(40), rng.normal(0, 1, 40)])           # row 1 beats row 0 about half the time
+    assert d.bootstrap_interval(lambda m: int(m[1] > m[0]), noisy, seed=0) == (0, 1)
+    clear = np.stack([np.zeros(40), 5 + rng.normal(0, 1, 40)])
+    assert d.bootstrap_interval(lambda m: int(m[1] > m[0]), clear, seed=0) == (1, 1)
 
 
 def test_the_ngram_scorer_caps_the_order_without_a_start_of_stream():
@@ -170,6 +181,9 @@ def test_the_property_table_has_a_row_per_model_and_n_a_where_a_measure_does_not
     assert "| ngram | 1.5000 | 6 | 2 | 3 | n/a | n/a | n/a | n/a |" in table
     assert "| net | 2.0000 | 6 | 2 | 3 | 0.1000 | 6.9 | 2.0 | 1.5 |" in table
     assert "| 0 | 1.0 | 2.0 |" in table and "within 1%" in table
+    sure = base | {"effective_context_tokens_low": 1, "effective_context_tokens_high": 4,
+                   "order_sensitivity_tokens_low": 3, "order_sensitivity_tokens_high": 3, "interval": 0.9}
+    assert "| sure | 1.5000 | 6 | 2 (1–4) | 3 (3–3) | n/a |" in properties_markdown({"sure": sure}, {"sure": 1.5})
 
 
 def test_the_diagnose_section_is_validated():

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 THRESHOLD = 0.01   # "within 1% of the full-context loss": effective context and order sensitivity
+BOOTSTRAP_REPS, BOOTSTRAP_LEVEL = 1000, 0.9   # resamples of the targets, and the interval reported
 Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -40,8 +41,8 @@ def windows(stream: np.ndarray, targets: np.ndarray, width: int) -> np.ndarray:
     return np.stack([stream[t - width:t] for t in targets]).astype(np.int32)
 
 
-def context_curve(score: Scorer, stream: np.ndarray, targets: np.ndarray, lengths: list[int]) -> list[float]:
-    """Mean loss (nats) on the targets when the model sees only the last n tokens, per n."""
+def context_losses(score: Scorer, stream: np.ndarray, targets: np.ndarray, lengths: list[int]) -> np.ndarray:
+    """(len(lengths), targets) loss in nats of every target when the model sees only its last n tokens."""
     cap = max(lengths)
     full = windows(stream, targets, cap)
     y = stream[targets].astype(np.int32)
@@ -49,8 +50,12 @@ def context_curve(score: Scorer, stream: np.ndarray, targets: np.ndarray, length
     lens = np.repeat(np.asarray(lengths, np.int64), len(targets))
     for i, n in enumerate(lengths):
         ctx[i * len(targets):(i + 1) * len(targets), :n] = full[:, cap - n:]
-    lp = score(ctx, lens, np.tile(y, len(lengths)))
-    return [float(-np.mean(lp[i * len(targets):(i + 1) * len(targets)])) for i in range(len(lengths))]
+    return -np.asarray(score(ctx, lens, np.tile(y, len(lengths))), np.float64).reshape(len(lengths), len(targets))
+
+
+def context_curve(score: Scorer, stream: np.ndarray, targets: np.ndarray, lengths: list[int]) -> list[float]:
+    """Mean loss (nats) on the targets when the model sees only the last n tokens, per n."""
+    return [float(x) for x in context_losses(score, stream, targets, lengths).mean(axis=1)]
 
 
 def shuffle_beyond(ctx: np.ndarray, keep: int, seed: int) -> np.ndarray:
@@ -63,15 +68,33 @@ def shuffle_beyond(ctx: np.ndarray, keep: int, seed: int) -> np.ndarray:
     return out
 
 
-def order_curve(score: Scorer, stream: np.ndarray, targets: np.ndarray, width: int, keeps: list[int],
-                seed: int) -> tuple[float, list[float]]:
-    """(intact loss, loss increase per kept distance b) on windows of ``width`` tokens."""
+def order_losses(score: Scorer, stream: np.ndarray, targets: np.ndarray, width: int, keeps: list[int],
+                 seed: int) -> np.ndarray:
+    """(1 + len(keeps), targets) losses on windows of ``width`` tokens: intact, then with the tokens
+    older than the last b shuffled, per b."""
     full = windows(stream, targets, width)
     y = stream[targets].astype(np.int32)
     blocks = [full] + [shuffle_beyond(full, b, seed + b) for b in keeps]
     lp = score(np.concatenate(blocks), np.full(len(blocks) * len(y), width), np.tile(y, len(blocks)))
-    losses = [float(-np.mean(lp[i * len(y):(i + 1) * len(y)])) for i in range(len(blocks))]
-    return losses[0], [loss - losses[0] for loss in losses[1:]]
+    return -np.asarray(lp, np.float64).reshape(len(blocks), len(y))
+
+
+def order_curve(score: Scorer, stream: np.ndarray, targets: np.ndarray, width: int, keeps: list[int],
+                seed: int) -> tuple[float, list[float]]:
+    """(intact loss, loss increase per kept distance b) on windows of ``width`` tokens."""
+    losses = order_losses(score, stream, targets, width, keeps, seed).mean(axis=1)
+    return float(losses[0]), [float(x - losses[0]) for x in losses[1:]]
+
+
+def bootstrap_interval(statistic: Callable[[np.ndarray], int], per_target: np.ndarray, seed: int,
+                       reps: int = BOOTSTRAP_REPS, level: float = BOOTSTRAP_LEVEL) -> tuple[int, int]:
+    """How sure a summary of the curves is: ``statistic`` (of the per-row mean losses) recomputed on
+    ``reps`` resamples of the targets with replacement; the central ``level`` interval."""
+    rng = np.random.default_rng([seed, 7])
+    n = per_target.shape[1]
+    values = [statistic(per_target[:, rng.integers(0, n, n)].mean(axis=1)) for _ in range(reps)]
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
+    return int(lo), int(hi)
 
 
 def effective_context(lengths: list[int], losses: list[float], threshold: float = THRESHOLD) -> int:
@@ -124,11 +147,21 @@ def measure_context(score: Scorer, stream: np.ndarray, targets: np.ndarray, cap:
     wider for the n-gram, whose own window of order - 1 leaves nothing to shuffle beyond it)."""
     width = int(order_width or cap)
     lengths = doubling(cap)
-    losses = context_curve(score, stream, targets, lengths)
+    per_length = context_losses(score, stream, targets, lengths)
+    losses = [float(x) for x in per_length.mean(axis=1)]
     keeps = sorted({0, *(b for b in doubling(width) if b < width), *([cap] if cap < width else [])})
-    base, increases = order_curve(score, stream, targets, width, keeps, seed)
+    per_keep = order_losses(score, stream, targets, width, keeps, seed)
+    means = per_keep.mean(axis=1)
+    base, increases = float(means[0]), [float(x - means[0]) for x in means[1:]]
+
+    def order_of(m):
+        return order_distance(keeps, list(m[1:] - m[0]), float(m[0]), width)
+    eff_lo, eff_hi = bootstrap_interval(lambda m: effective_context(lengths, list(m)), per_length, seed)
+    ord_lo, ord_hi = bootstrap_interval(order_of, per_keep, seed)
     return {"lengths": lengths, "losses": losses, "keeps": keeps, "increases": increases,
             "summary": {"full_context_tokens": int(cap), "full_context_loss": losses[-1],
                         "effective_context_tokens": effective_context(lengths, losses),
+                        "effective_context_tokens_low": eff_lo, "effective_context_tokens_high": eff_hi,
                         "order_sensitivity_tokens": order_distance(keeps, increases, base, width),
-                        "threshold": THRESHOLD, "targets": int(len(targets))}}
+                        "order_sensitivity_tokens_low": ord_lo, "order_sensitivity_tokens_high": ord_hi,
+                        "threshold": THRESHOLD, "interval": BOOTSTRAP_LEVEL, "targets": int(len(targets))}}
