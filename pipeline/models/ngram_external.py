@@ -9,9 +9,13 @@ corpus or of an order on disk, and only pieces of them in memory, as KenLM's ``l
   merged (blockwise k-way merge), which gives each run's keys their global ranks, and so every
   position its order-k id;
 * adjusted counts: a bincount of the suffix ids of order k+1, one block of order-k ids at a time;
-* probabilities: entries in chunks that never cut a context in two (so every context's sums run in
-  the order ``np.bincount`` sums them in the in-memory path), the lower order's probabilities
-  gathered one block at a time.
+* probabilities: entries in pieces that never cut a context in two (so every context's sums run in
+  the order ``np.bincount`` sums them in the in-memory path), the lower order's probabilities held
+  when they take at most half the budget, else gathered one block at a time.
+
+Chunks are counted, and pieces computed, ``THREADS`` at a time: numpy's sorts and most array
+operations release the GIL, so both cores work (WikiText-2 x10, one profiled run each: 46.8 s on
+one thread, 37.3 s with counting on two, 31.3 s with the probabilities on two as well).
 
 With a budget that holds everything, every loop runs once and does what ``fit`` does. The model is
 written straight into the ``.npz`` format of :meth:`KneserNeyLM.save` (same bytes) and read back
@@ -50,15 +54,10 @@ class DiskArray:
     """A 1-D array in a raw file, read and written by explicit slices (no memory map, so pages
     read once do not stay in the process's resident set)."""
 
-    def __init__(self, path: Path, dtype, length: int, fill=None):
+    def __init__(self, path: Path, dtype, length: int):
         self.path, self.dtype, self.length = Path(path), np.dtype(dtype), int(length)
         with open(self.path, "wb") as f:
-            if fill is None or self.length == 0:
-                f.truncate(self.length * self.dtype.itemsize)
-            else:
-                block = np.full(min(self.length, 1 << 20), fill, self.dtype)
-                for a in range(0, self.length, block.size):
-                    f.write(block[:min(block.size, self.length - a)].tobytes())
+            f.truncate(self.length * self.dtype.itemsize)      # zeros, written over by slices
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         stop = self.length if stop is None else min(stop, self.length)
