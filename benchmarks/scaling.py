@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.common import emit  # noqa: E402
+from pipeline.io import replaced_folder  # noqa: E402
 
 GENERATOR_VERSION = 1                   # bump when the generated text would change
 WIKITEXT2 = Path("/work/shared/corpora/wikitext-2")
@@ -120,9 +121,7 @@ def generate(n: int, seed: int, source: Path, workdir: Path) -> tuple[Path, dict
     clash = [t.decode() for t in types if t != UNK and (t in KENLM_RESERVED or t == KENLM_UNK.encode())]
     if clash:
         raise SystemExit(f"{source}/train.txt holds {clash}, which lmplz reserves or _kenlm uses for <unk>")
-    tmp = Path(tempfile.mkdtemp(prefix=f".wt2x{n}.", dir=workdir))
-    tmp.chmod(0o755)
-    try:
+    with replaced_folder(folder) as tmp:
         size = 0
         with open(tmp / "train.txt", "wb", buffering=8 * MB) as out:
             for c in range(n):
@@ -138,12 +137,6 @@ def generate(n: int, seed: int, source: Path, workdir: Path) -> tuple[Path, dict
         manifest = {**settings, "train_bytes": size, "train_lines": n * len(lines),
                     "train_tokens_with_eol": n * tokens_per_copy, "types": len(types), "kenlm_unk": KENLM_UNK}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return folder, {**manifest, "cached": False, "generate_seconds": round(time.perf_counter() - t0, 3)}
 
 

@@ -10,8 +10,6 @@ never a half-written folder.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from pipeline.data.text_blocks import BLOCK_BYTES
 from pipeline.data.tokenizers import Tokenizer, learn_tokenizer
 from pipeline.data.vocab_layout import UNK_ID
 from pipeline.errors import SeqlabError
-from pipeline.io import NpyAppender, write_json
+from pipeline.io import NpyAppender, replaced_folder, write_json
 
 MIN_SPLIT_TOKENS = 2
 
@@ -44,22 +42,13 @@ def prepare(corpus: CorpusText, out_dir: Path, kind: str, vocab_size: int, lower
             memory_mb: int) -> dict:
     """Learn the vocabulary, encode the splits into ``out_dir`` and return its ``stats.json``."""
     tokenizer = learn_tokenizer(kind, corpus.split("train").chunks(), vocab_size, lowercase, memory_mb)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with replaced_folder(out_dir) as tmp:
         h = hashlib.sha256()
         splits = {s: _encode_split(corpus, s, tokenizer, tmp / f"{s}.npy", h) for s in SPLITS}
         tokenizer.save(tmp / "vocab.json")
         stats = {"source": corpus.source, "tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
                  "splits": splits, "cleaning": corpus.hygiene, "data_hash": finish_hash(h, tokenizer)}
         write_json(tmp / "stats.json", stats)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return stats
 
 
