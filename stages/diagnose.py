@@ -59,7 +59,11 @@ def main(argv: list[str]) -> None:
     if len(stream) <= p.diagnose.max_context:
         raise SeqlabError(f"diagnose.max_context: {p.diagnose.max_context} tokens of context need a longer "
                           f"validation split than its {len(stream) - 1} tokens; lower diagnose.max_context")
-    targets = sample_targets(len(stream), p.diagnose.max_context, p.diagnose.targets, p.diagnose.seed)
+    targets = sample_targets(len(stream), p.diagnose.max_context, p.diagnose.targets, p.diagnose.seed,
+                             data.mask("valid"))
+    if not len(targets):
+        raise SeqlabError(f"diagnose: no scored validation target has diagnose.max_context={p.diagnose.max_context} "
+                          "tokens before it; lower diagnose.max_context")
     lm = KneserNeyLM.load(MODELS / "ngram" / NGRAM_FILE, mmap=True)
     measures = {"ngram": measure_context(ngram_scorer(lm), stream, targets, max(1, lm.order - 1), p.diagnose.seed,
                                          order_width=p.diagnose.max_context)}

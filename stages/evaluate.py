@@ -38,7 +38,7 @@ def evaluate(arch: str, p) -> None:
         # piece by piece: a split's log-probs (8 bytes a token) are never held at once
         pieces, protocol = network_pieces(network, data.ids[split], p.eval.stride_fraction, p.eval.batch_size,
                                           stepper=stepper)
-        per_split[split] = split_scores(pieces, data.chars(split))
+        per_split[split] = split_scores(pieces, data.chars(split), data.mask(split))
     g = p.generate
     decoder = CompiledDecoder(stepper, network.vocab_size)
     samples = list(zip(g.prompts, generate_texts(decoder, tok, sample_rows(g))))

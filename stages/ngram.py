@@ -30,7 +30,7 @@ def main(argv: list[str]) -> None:
                      tmp_dir=model_file.parent, progress=True)
     build_seconds = time.perf_counter() - t0
     lm = KneserNeyLM.load(model_file, mmap=True)
-    per_split = {s: split_scores(lm.logprob_pieces(data.ids[s]), data.chars(s)) for s in ("valid", "test")}
+    per_split = {s: split_scores(lm.logprob_pieces(data.ids[s]), data.chars(s), data.mask(s)) for s in ("valid", "test")}
     g = p.generate
     samples = list(zip(g.prompts, generate_texts(HostSampler(lm), tok, sample_rows(g))))
     metrics = flat_metrics(per_split) | {

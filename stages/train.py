@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
     if not is_chief():  # another worker of a multi-worker run: trains in lockstep with the chief, writes nothing
         data = load_prepared(PREPARED)
         train_model(m, t, data.ids["train"], data.ids["valid"], data.tokenizer.vocab_size, data.data_hash, p.seed,
-                    CHECKPOINTS / arch, build_model)
+                    CHECKPOINTS / arch, build_model, train_mask=data.mask("train"), valid_mask=data.mask("valid"))
         print(f"{arch}: worker done; the chief writes the outputs")
         return
     with exclusive(model_lock(arch), f"a stage of model {arch!r}"):
@@ -39,7 +39,8 @@ def train_and_register(arch, p, m, t, data) -> None:
                        | {f"train.{k}": v for k, v in vars(t).items()}
                        | {"seed": p.seed, "data.tokenizer": data.tokenizer.kind, "vocab_size": vocab_size})
         result = train_model(m, t, data.ids["train"], data.ids["valid"], vocab_size, data.data_hash, p.seed,
-                             CHECKPOINTS / arch, build_model, on_epoch=lambda row: run.log_history([row]))
+                             CHECKPOINTS / arch, build_model, on_epoch=lambda row: run.log_history([row]),
+                             train_mask=data.mask("train"), valid_mask=data.mask("valid"))
         params_count = count_parameters(result.model)
         summary = {"arch": arch, "family": m.family, "parameters": params_count, "train_seconds": result.train_seconds,
                    "train_tokens_per_second": result.tokens_per_second, "steps": result.steps,

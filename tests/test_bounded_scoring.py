@@ -97,7 +97,7 @@ def test_eval_windows_read_only_the_first_tokens():
             assert isinstance(key, slice) and key.stop is not None and key.stop <= 100, key
             return ids[key]
 
-    x, y = eval_windows(Guarded(), 10, 100)
+    x, y, _ = eval_windows(Guarded(), 10, 100)
     np.testing.assert_array_equal(x.reshape(-1), with_bos(ids)[:100])
     np.testing.assert_array_equal(y.reshape(-1), ids[:100])
 

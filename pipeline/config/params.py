@@ -33,6 +33,7 @@ class DataParams:
     lowercase: bool = False
     split: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])
     memory_mb: int = field(default=2048, metadata=_spec(ge=64))   # prepare's working memory, any corpus size
+    score_after: str | None = None   # loss mask: only the tokens after this marker on its line are trained and scored
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,14 @@ def _cross_checks(p: Params) -> None:
                           f"(train, valid, test), got {split}")
     if p.data.corpus.startswith("https://") and not p.data.sha256:
         raise SeqlabError("params: data.sha256: required when data.corpus is an https URL")
+    marker = p.data.score_after
+    if marker is not None and (not marker.strip() or "\n" in marker
+                               or (p.data.tokenizer != "char" and len(marker.split()) != 1)):
+        raise SeqlabError(f"params: data.score_after: {marker!r}: expected a marker that a line holds before the text "
+                          "to score: no line break, and for the word and wordpiece tokenizers one word without spaces")
+    if marker is not None and p.data.lowercase and marker != marker.lower():
+        raise SeqlabError(f"params: data.score_after: {marker!r} is not lowercase, but data.lowercase is true: "
+                          "the lowercased text would never hold it")
     if not p.models:
         raise SeqlabError("params: models: expected at least one model, e.g. models: {lstm: {family: lstm}}")
     for arch in p.models:

@@ -3,18 +3,22 @@
 One pass learns the vocabulary on the training split (:func:`learn_tokenizer` on its pieces), a
 second encodes each split piece by piece straight into ``<split>.npy`` (:class:`NpyAppender`),
 counting and hashing on the way. The pieces are whole lines, and every tokenizer works line by
-line, so the ids, vocabulary and data hash are those of encoding each split in one call.
+line, so the ids, vocabulary and data hash are those of encoding each split in one call. With a
+loss mask (``score_after``) each split also gets ``<split>_mask.npy`` (:mod:`pipeline.data.loss_mask`),
+covered by the data hash: models trained or scored on other targets are never compared.
 Everything is written into a temporary sibling folder that replaces the old one at the end:
 never a half-written folder.
 """
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data.corpus import SPLITS, CorpusText, open_corpus
+from pipeline.data.loss_mask import line_end_id, marker_ids, scored_chars, scored_mask
 from pipeline.data.prepared import finish_hash
 from pipeline.data.text_blocks import BLOCK_BYTES
 from pipeline.data.tokenizers import Tokenizer, learn_tokenizer
@@ -32,32 +36,42 @@ def block_bytes(memory_mb: int) -> int:
 
 def prepare_corpus(spec: str, out_dir: Path, *, tokenizer: str, vocab_size: int, lowercase: bool = False,
                    split=(0.9, 0.05, 0.05), sha256: str | None = None, memory_mb: int = 2048,
-                   root: Path = Path(".")) -> dict:
+                   root: Path = Path("."), score_after: str | None = None) -> dict:
     """Open ``spec`` (:func:`open_corpus`) and :func:`prepare` it; returns the stats."""
     corpus = open_corpus(spec, list(split), sha256, root, block_bytes(memory_mb))
-    return prepare(corpus, out_dir, tokenizer, vocab_size, lowercase, memory_mb)
+    return prepare(corpus, out_dir, tokenizer, vocab_size, lowercase, memory_mb, score_after)
 
 
 def prepare(corpus: CorpusText, out_dir: Path, kind: str, vocab_size: int, lowercase: bool,
-            memory_mb: int) -> dict:
+            memory_mb: int, score_after: str | None = None) -> dict:
     """Learn the vocabulary, encode the splits into ``out_dir`` and return its ``stats.json``."""
-    tokenizer = learn_tokenizer(kind, corpus.split("train").chunks(), vocab_size, lowercase, memory_mb)
+    reserve = (score_after,) if score_after else ()
+    tokenizer = learn_tokenizer(kind, corpus.split("train").chunks(), vocab_size, lowercase, memory_mb, reserve)
     with replaced_folder(out_dir) as tmp:
         h = hashlib.sha256()
-        splits = {s: _encode_split(corpus, s, tokenizer, tmp / f"{s}.npy", h) for s in SPLITS}
+        splits = {s: _encode_split(corpus, s, tokenizer, tmp, h, score_after) for s in SPLITS}
         tokenizer.save(tmp / "vocab.json")
+        if score_after:
+            h.update(f"score_after={score_after}".encode())
         stats = {"source": corpus.source, "tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
                  "splits": splits, "cleaning": corpus.hygiene, "data_hash": finish_hash(h, tokenizer)}
+        if score_after:
+            stats["score_after"] = score_after
         write_json(tmp / "stats.json", stats)
     return stats
 
 
-def _encode_split(corpus: CorpusText, name: str, tokenizer: Tokenizer, path: Path, h) -> dict:
-    """Encode one split into ``path`` piece by piece; its stats. Feeds the ids to the hash ``h``."""
+def _encode_split(corpus: CorpusText, name: str, tokenizer: Tokenizer, folder: Path, h,
+                  score_after: str | None) -> dict:
+    """Encode one split into ``folder/<name>.npy`` (and its loss mask) piece by piece; its stats.
+    Feeds the ids and the mask to the hash ``h``."""
     text = corpus.split(name)
     h.update(name.encode())
-    tokens = unk = lines = 0
-    with NpyAppender(path, np.int32) as out:
+    tokens = unk = lines = scored = chars = 0
+    if score_after:
+        marker, line_end = marker_ids(tokenizer, score_after), line_end_id(tokenizer)
+    with NpyAppender(folder / f"{name}.npy", np.int32) as out, \
+            (NpyAppender(folder / f"{name}_mask.npy", np.uint8) if score_after else nullcontext()) as masks:
         for piece in text.chunks():
             ids = np.ascontiguousarray(tokenizer.encode(piece), dtype=np.int32)
             out.append(ids)
@@ -65,7 +79,19 @@ def _encode_split(corpus: CorpusText, name: str, tokenizer: Tokenizer, path: Pat
             tokens += ids.size
             unk += int(np.count_nonzero(ids == UNK_ID))
             lines += piece.count("\n")
+            if masks is not None:
+                mask = scored_mask(ids, marker, line_end)
+                masks.append(mask)
+                h.update(mask.tobytes())
+                scored += int(np.count_nonzero(mask))
+                chars += scored_chars(piece, score_after, bool(tokenizer.options.get("lowercase")))
     if tokens < MIN_SPLIT_TOKENS:
         raise SeqlabError(f"{corpus.source}: corpus too short: the {name} split has {tokens} tokens "
                           f"(at least {MIN_SPLIT_TOKENS} needed); use a longer corpus or change data.split")
-    return {"chars": text.chars, "tokens": tokens, "unk_tokens": unk, "lines": lines}
+    stats = {"chars": text.chars, "tokens": tokens, "unk_tokens": unk, "lines": lines}
+    if score_after:
+        if not scored:
+            raise SeqlabError(f"data.score_after: no line of the {name} split of {corpus.source} has text after "
+                              f"{score_after!r}; expected lines like 'prompt {score_after} answer'")
+        stats |= {"scored_tokens": scored, "scored_chars": chars}
+    return stats

@@ -7,7 +7,7 @@ promotion gate only compares models evaluated on the same data.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,20 @@ class PreparedData:
     ids: dict[str, np.ndarray]
     tokenizer: Tokenizer
     stats: dict
+    masks: dict[str, np.ndarray] = field(default_factory=dict)   # per split, with a loss mask (data.score_after)
 
     @property
     def data_hash(self) -> str:
         return self.stats["data_hash"]
 
+    def mask(self, split: str) -> np.ndarray | None:
+        """uint8 per token: 1 where the token is trained and scored; None when every token is."""
+        return self.masks.get(split)
+
     def chars(self, split: str) -> int:
-        return int(self.stats["splits"][split]["chars"])
+        """Characters of the scored text of ``split`` (all of it without a loss mask): bits per character."""
+        s = self.stats["splits"][split]
+        return int(s["scored_chars"] if split in self.masks else s["chars"])
 
 
 def data_hash(ids: dict[str, np.ndarray], tokenizer: Tokenizer) -> str:
@@ -52,5 +59,9 @@ def load_prepared(folder: Path, mmap: bool = True) -> PreparedData:
     folder = Path(folder)
     if not (folder / "stats.json").exists():
         raise SeqlabError(f"{folder}: no prepared data (run `dvc repro prepare` first)")
-    ids = {s: np.load(folder / f"{s}.npy", allow_pickle=False, mmap_mode="r" if mmap else None) for s in SPLITS}
-    return PreparedData(ids, load_tokenizer(folder / "vocab.json"), read_json(folder / "stats.json"))
+    mode = "r" if mmap else None
+    ids = {s: np.load(folder / f"{s}.npy", allow_pickle=False, mmap_mode=mode) for s in SPLITS}
+    stats = read_json(folder / "stats.json")
+    masks = {s: np.load(folder / f"{s}_mask.npy", allow_pickle=False, mmap_mode=mode) for s in SPLITS
+             if stats.get("score_after")}
+    return PreparedData(ids, load_tokenizer(folder / "vocab.json"), stats, masks)

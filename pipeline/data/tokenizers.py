@@ -138,14 +138,16 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
 
 def learn_tokenizer(kind: str, train_text: str | Iterable[str], vocab_size: int, lowercase: bool = False,
-                    memory_mb: int = 1024) -> Tokenizer:
+                    memory_mb: int = 1024, reserve: tuple[str, ...] = ()) -> Tokenizer:
     """Learn the vocabulary on the training text only: a string, or its pieces cut at line ends
     (streamed once). Word counts stay within ``memory_mb`` (:class:`pipeline.data.counting.Counts`);
-    wordpiece learns from an evenly spread sample of the pieces of at most ``memory_mb / 16`` MB."""
+    wordpiece learns from an evenly spread sample of the pieces of at most ``memory_mb / 16`` MB.
+    ``reserve``: words that word and wordpiece keep as tokens of their own, however rare (the
+    marker of a loss mask, :mod:`pipeline.data.loss_mask`)."""
     options = {"vocab_size": vocab_size, "lowercase": lowercase}
     pieces = [train_text] if isinstance(train_text, str) else train_text
     pieces = (p.lower() for p in pieces) if lowercase else pieces
-    reserved = [BOS, UNK] + ([] if kind == "char" else [EOL])
+    reserved = [BOS, UNK] + ([] if kind == "char" else [EOL] + [w for w in dict.fromkeys(reserve) if w != EOL])
     keep_n = max(vocab_size - len(reserved), 0)
     if kind == "char":
         counts = collections.Counter()

@@ -80,13 +80,14 @@ def shard_rows(batch_size: int, num_pipelines: int, pipeline_id: int, num_replic
 
 
 def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, seed: int, epoch: int,
-                  input_context=None):
+                  input_context=None, mask: np.ndarray | None = None):
     """``steps`` global batches of ``batch_size`` windows for one epoch.
 
     With a ``tf.distribute.InputContext`` (``strategy.distribute_datasets_from_function``) the
     dataset yields this pipeline's per-replica batches: rows ``[lo, hi)`` of every global batch,
     ``hi - lo = batch_size / workers``, in consecutive per-replica batches (the local replicas take
-    consecutive elements).
+    consecutive elements). With a loss ``mask`` (one value per id) the batches also hold the
+    targets' weights (:func:`windows_dataset`).
     """
     offsets = epoch_offsets(len(ids), seq_len, steps * batch_size, seed, epoch).reshape(steps, batch_size)
     per_batch = batch_size
@@ -94,23 +95,32 @@ def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, se
         lo, hi, per_batch = shard_rows(batch_size, input_context.num_input_pipelines,
                                        input_context.input_pipeline_id, input_context.num_replicas_in_sync)
         offsets = offsets[:, lo:hi]
-    return windows_dataset(ids, offsets.reshape(-1), seq_len, per_batch)
+    return windows_dataset(ids, offsets.reshape(-1), seq_len, per_batch, mask)
 
 
-def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_size: int):
+def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_size: int,
+                    mask: np.ndarray | None = None):
     """Batches of ``batch_size`` (inputs, targets) windows ``with_bos(ids)[o:o + seq_len + 1]``, one
     per offset in order (a last partial batch is dropped), gathered from ``ids`` batch by batch on
-    the host (``tf.numpy_function``), deterministic and prefetched."""
+    the host (``tf.numpy_function``), deterministic and prefetched. With a loss ``mask`` the batches
+    are (inputs, targets, weights): the float32 mask value of every target."""
     import tensorflow as tf
     width = seq_len + 1
 
     def gather(off):
         return window_rows(ids, off, width)
 
+    def gather_weights(off):   # the targets' stream positions are >= 1: never the BOS slot
+        return window_rows(mask, off + 1, seq_len).astype(np.float32)
+
     def windows(off):
         w = tf.numpy_function(gather, [off], tf.int32, stateful=False)
         w.set_shape((batch_size, width))
-        return w[:, :-1], w[:, 1:]
+        if mask is None:
+            return w[:, :-1], w[:, 1:]
+        weights = tf.numpy_function(gather_weights, [off], tf.float32, stateful=False)
+        weights.set_shape((batch_size, seq_len))
+        return w[:, :-1], w[:, 1:], weights
 
     offsets = np.asarray(offsets, dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices(offsets).batch(batch_size, drop_remainder=True)
@@ -122,13 +132,16 @@ def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_si
     return ds.map(windows, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_windows(ids: np.ndarray, seq_len: int, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping windows covering the first ``max_tokens`` targets (for per-epoch curves);
-    reads only ``ids[:max_tokens]``."""
+def eval_windows(ids: np.ndarray, seq_len: int, max_tokens: int,
+                 mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(inputs, targets, weights) of non-overlapping windows covering the first ``max_tokens``
+    targets (for per-epoch curves); reads only ``ids[:max_tokens]``. ``weights``: the targets'
+    float32 loss-mask values, None without a ``mask``."""
     stream = with_bos(ids[:max_tokens])
     n = (len(stream) - 1) // seq_len
     if n == 0:
         n, seq_len = 1, len(stream) - 1
     x = stream[: n * seq_len].reshape(n, seq_len)
     y = stream[1: n * seq_len + 1].reshape(n, seq_len)
-    return x, y
+    w = None if mask is None else np.asarray(mask[: n * seq_len], np.float32).reshape(n, seq_len)
+    return x, y, w

@@ -19,10 +19,14 @@ BOOTSTRAP_REPS, BOOTSTRAP_LEVEL = 1000, 0.9   # resamples of the targets, and th
 Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def sample_targets(stream_len: int, context: int, count: int, seed: int) -> np.ndarray:
-    """Sorted stream indices of ``count`` targets that each have ``context`` tokens before them."""
-    first = min(int(context), stream_len - 1)
-    pool = np.arange(first, stream_len)
+def sample_targets(stream_len: int, context: int, count: int, seed: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """Sorted stream indices of ``count`` targets that each have ``context`` tokens before them;
+    with a loss ``mask`` (one value per id: stream index p is id p - 1) only scored targets."""
+    first = max(1, min(int(context), stream_len - 1))
+    if mask is None:
+        pool = np.arange(first, stream_len)
+    else:
+        pool = np.flatnonzero(np.asarray(mask[first - 1:stream_len - 1])) + first
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
 

@@ -5,7 +5,8 @@ preceding text. Recurrent networks carry their state across the whole split; win
 (conv, Transformer) slide a window of their training context with a stride that leaves every scored
 token at least ``window - stride`` tokens of context; the n-gram model uses its full order. Bits per
 character divide the total NLL in bits by the characters of the split's text, so char, word and
-wordpiece models compare.
+wordpiece models compare. With a loss mask (``data.score_after``) only the masked tokens are scored,
+every one still conditioned on all the text before it, and the characters are those they spell.
 
 A split may be larger than memory (memory-mapped ids): :func:`network_pieces` yields its log-probs
 piece by piece and :func:`split_scores` sums them as they come, so scoring holds O(piece) values;
@@ -29,13 +30,21 @@ def split_metrics(logprobs: np.ndarray, chars: int) -> dict:
     return split_scores([logprobs], chars)
 
 
-def split_scores(pieces: Iterable[np.ndarray], chars: int) -> dict:
+def split_scores(pieces: Iterable[np.ndarray], chars: int, mask: np.ndarray | None = None) -> dict:
     """:func:`split_metrics` of the concatenated ``pieces``, summed piece by piece (float64) as they
-    are produced, so a split's log-probs never need to be held at once."""
-    total, n = 0.0, 0
+    are produced, so a split's log-probs never need to be held at once. With a loss ``mask`` (one
+    value per token of the split) only the masked tokens count, and ``chars`` are the characters
+    they spell (``PreparedData.chars``)."""
+    total, n, at = 0.0, 0, 0
     for lp in pieces:
+        if mask is not None:
+            keep = np.asarray(mask[at:at + len(lp)]) != 0
+            at += len(lp)
+            lp = lp[keep]
         total += float(np.sum(lp, dtype=np.float64))
         n += len(lp)
+    if mask is not None and at != len(mask):
+        raise ValueError(f"the log-probs cover {at} tokens, the loss mask {len(mask)}")
     nll = -total
     mean = nll / max(n, 1)
     return {"tokens": n, "nll": mean, "ppl": math.exp(mean), "bpc": nll / math.log(2) / max(chars, 1)}

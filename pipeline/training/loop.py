@@ -116,14 +116,32 @@ def _check_finite(row: dict, weights: list, variables: list, cfg: TrainParams) -
             raise DivergenceError(f"training diverged: weight {var.path} is not finite {where}; {hint}")
 
 
+def mask_density(mask: np.ndarray, block: int = 1 << 24) -> float:
+    """The fraction of tokens a loss mask scores, read in blocks (a memory-mapped mask of any size)."""
+    scored = sum(int(np.count_nonzero(mask[i:i + block])) for i in range(0, len(mask), block))
+    if not scored:
+        raise SeqlabError("the loss mask of the train split scores no token (data.score_after)")
+    return scored / len(mask)
+
+
 def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.ndarray, valid_ids: np.ndarray,
                 vocab_size: int, data_hash: str, seed: int, checkpoint_dir: Path,
-                build_model: Callable, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+                build_model: Callable, on_epoch: Callable[[dict], None] | None = None,
+                train_mask: np.ndarray | None = None, valid_mask: np.ndarray | None = None) -> TrainResult:
+    """Train ``model_cfg`` on ``train_ids``. With loss masks (``data.score_after``; one uint8 per id,
+    both or neither) only the masked targets are trained and scored: a batch's loss is the sum of
+    its masked targets' losses over ``batch x seq_len x`` the train mask's density, so it averages
+    the scored targets in expectation and needs no all-reduce of the weights under tf.distribute;
+    the validation loss is the exact mean over the masked targets."""
     import keras
     import tensorflow as tf
 
     cfg = train_cfg
     check_length(train_ids, cfg.seq_len, "data/prepared/train.npy")
+    if (train_mask is None) != (valid_mask is None) or any(
+            m is not None and len(m) != len(i) for m, i in ((train_mask, train_ids), (valid_mask, valid_ids))):
+        raise SeqlabError("loss masks: expected one mask value per token of both the train and the valid split")
+    density = mask_density(train_mask) if train_mask is not None else 1.0
     # MultiWorkerMirroredStrategy configures the collective runtime: before any other TF op
     strategy = resolve_strategy(cfg.distribute)
     keras.utils.set_random_seed(seed)
@@ -176,31 +194,36 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
         print(f"resuming from the checkpoint after epoch {start_epoch} ({where}) at step "
               f"{int(optimizer.iterations.numpy())}", flush=True)
 
-    def loss_of(x, y, training):
+    def token_losses(x, y, training):
         logits = model(x, training=training)
-        per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
-        return tf.reduce_mean(per_token, axis=-1)  # per example
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
+
+    def loss_of(x, y, training, w=None):
+        per_token = token_losses(x, y, training)
+        if w is None:
+            return tf.reduce_mean(per_token, axis=-1)  # per example
+        return tf.reduce_sum(per_token * w, axis=-1) / (cfg.seq_len * density)
 
     variables = model.trainable_variables
 
-    def grads_of(x, y):
+    def grads_of(x, y, w=None):
         # x, y: this replica's batch_size / replicas rows; the mean is over the global batch
         with tf.GradientTape() as tape:
-            loss = tf.nn.compute_average_loss(loss_of(x, y, True), global_batch_size=cfg.batch_size)
+            loss = tf.nn.compute_average_loss(loss_of(x, y, True, w), global_batch_size=cfg.batch_size)
             scaled = optimizer.scale_loss(loss)  # x the dynamic loss scale under mixed_float16, else as is
         return loss, tape.gradient(scaled, variables)
 
     if replicas == 1:
-        def step(x, y):
-            loss, grads = grads_of(x, y)
+        def step(*batch):
+            loss, grads = grads_of(*batch)
             apply_aggregated(optimizer, grads, variables)
             return loss
         replica_step = tf.function(step, jit_compile=jit)
     else:  # the all-reduce and the optimizer's merge_call stay outside XLA
         grads_fn = tf.function(grads_of, jit_compile=jit)
 
-        def replica_step(x, y):
-            loss, grads = grads_fn(x, y)
+        def replica_step(*batch):
+            loss, grads = grads_fn(*batch)
             apply_aggregated(optimizer, grads, variables)
             return loss
 
@@ -208,24 +231,28 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
     def run_steps(iterator, n):
         losses = tf.TensorArray(tf.float32, size=n)
         for i in tf.range(n):
-            x, y = next(iterator)
-            per_replica = strategy.run(replica_step, args=(x, y))
+            batch = next(iterator)   # (x, y), or (x, y, weights) with a loss mask
+            per_replica = strategy.run(replica_step, args=tuple(batch))
             # the sum of the replicas' shares of the global-batch mean is the global-batch mean
             losses = losses.write(i, strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
         return losses.stack()
 
-    vx, vy = eval_windows(valid_ids, cfg.seq_len, cfg.eval_tokens)
+    vx, vy, vw = eval_windows(valid_ids, cfg.seq_len, cfg.eval_tokens, valid_mask)
+    if vw is None:
+        vw = np.ones(vy.shape, np.float32)
+    elif not vw.any():
+        raise SeqlabError(f"the loss mask scores none of the first {cfg.eval_tokens} validation tokens that "
+                          "train.eval_tokens covers; raise train.eval_tokens")
 
     @tf.function(jit_compile=jit)
-    def eval_loss(x, y):
-        return tf.reduce_mean(loss_of(x, y, False))
+    def eval_loss(x, y, w):   # (sum of the weighted losses, sum of the weights)
+        return tf.reduce_sum(token_losses(x, y, False) * w), tf.reduce_sum(w)
 
     def valid_loss() -> float:
-        total, n = 0.0, 0
+        total, n = 0.0, 0.0
         for i in range(0, len(vx), cfg.batch_size):
-            xb, yb = vx[i:i + cfg.batch_size], vy[i:i + cfg.batch_size]
-            total += float(eval_loss(tf.constant(xb), tf.constant(yb))) * len(xb)
-            n += len(xb)
+            s, c = eval_loss(*(tf.constant(a[i:i + cfg.batch_size]) for a in (vx, vy, vw)))
+            total, n = total + float(s), n + float(c)
         return total / n
 
     step_time = sum(h["seconds"] for h in history)  # time in training steps, evaluation excluded
@@ -236,7 +263,7 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
     for epoch in range(start_epoch, cfg.epochs):
         dataset = strategy.distribute_datasets_from_function(
             functools.partial(train_dataset, train_ids, cfg.seq_len, cfg.batch_size, cfg.steps_per_epoch,
-                              seed, epoch))
+                              seed, epoch, mask=train_mask))
         iterator = iter(dataset)
         bar = keras.utils.Progbar(cfg.steps_per_epoch, stateful_metrics=["loss", "lr"], verbose=1 if chief else 0)
         done, epoch_losses, t_epoch = 0, [], time.perf_counter()
