@@ -58,19 +58,20 @@ def write_corpus(folder: Path, delay: int, train_lines: int, test_lines: int, se
         (folder / f"{split}.txt").write_text(copy_lines(rng, n, delay))
 
 
-def family_cfg(family: str, budget: int, span: int, vocab: int, seq_len: int):
+def family_cfg(family: str, budget: int, span: int, vocab: int, seq_len: int, kernel_size: int = 2):
     """The family's parameters whose size comes closest to ``budget`` (its width searched; embedding
-    16, one layer), with a receptive field of at least ``span`` tokens for a convolution (kernel 2,
-    dilations 1, 2, 4, ...)."""
+    16, one layer), with a receptive field of at least ``span`` tokens for a convolution (dilations
+    1, 2, 4, ... of kernels of ``kernel_size`` >= 2)."""
     from pipeline.models import build_model, count_parameters
     from pipeline.models.registry import get_family
     params = get_family(family).params
     known = {f.name for f in dataclasses.fields(params)}
     attention = "heads" in known               # its width is the embedding's; two layers of two heads
-    fixed = {"layers": 2 if attention else 1, "heads": 2, "embed_dim": 16, "kernel_size": 2, "dropout": 0.0}
+    fixed = {"layers": 2 if attention else 1, "heads": 2, "embed_dim": 16, "kernel_size": kernel_size,
+             "dropout": 0.0}
     if "dilations" in known:
         dilations = []
-        while 1 + sum(dilations) < span:
+        while 1 + (kernel_size - 1) * sum(dilations) < span:
             dilations.append(2 ** len(dilations))
         fixed["dilations"] = dilations
 
@@ -127,7 +128,7 @@ def run(family: str, delay: int, data, args) -> dict:
     line = delay + 2 * RECALL + 1
     seq_len = 1 << (2 * line - 1).bit_length()            # two lines at least
     keras.utils.set_random_seed(args.seed)
-    cfg = family_cfg(family, args.budget, delay + RECALL + 1, data.tokenizer.vocab_size, seq_len)
+    cfg = family_cfg(family, args.budget, delay + RECALL + 1, data.tokenizer.vocab_size, seq_len, args.kernel_size)
     train = TrainParams(seq_len=seq_len, batch_size=args.batch, epochs=1, steps_per_epoch=args.steps,
                         steps_per_execution=min(args.steps, 25), learning_rate=args.lr, warmup_steps=20,
                         min_lr_ratio=0.1, clipnorm=1.0, eval_tokens=8 * seq_len)
@@ -139,7 +140,8 @@ def run(family: str, delay: int, data, args) -> dict:
     pieces, protocol = network_pieces(Network(r.model, cfg, seq_len, data.tokenizer.vocab_size), data.ids["test"],
                                       0.5, 16)
     scored = split_scores(pieces, data.chars("test"), data.mask("test"))
-    return {"family": family, "delay": delay, "parameters": count_parameters(r.model),
+    extra = {"kernel_size": cfg.kernel_size, "blocks": len(cfg.dilations)} if hasattr(cfg, "dilations") else {}
+    return extra | {"family": family, "delay": delay, "parameters": count_parameters(r.model),
             "width": cfg.units, "steps": args.steps, "batch": args.batch, "seq_len": seq_len,
             "recall_accuracy": accuracy, "recall_loss": loss, "memoryless_loss": memoryless_loss(data),
             "test_nll_pipeline": scored["nll"], "scored_test_tokens": scored["tokens"],
@@ -168,6 +170,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--budget", type=int, default=12000, help="parameters per model")
+    ap.add_argument("--kernel-size", type=int, default=2, help="the convolution's kernel")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-tokens", type=int, default=1_500_000, help="size of the training split")
@@ -176,6 +179,8 @@ def main() -> None:
     ap.add_argument("--out", help="also write the JSON lines to this file")
     args = ap.parse_args()
     delays = args.delay or [50]
+    if args.kernel_size < 2:
+        ap.error("--kernel-size: expected at least 2 (a kernel of 1 never reaches back)")
     if args.corpus:
         for d in delays:
             write_corpus(Path(args.corpus), d, max(200, args.train_tokens // (d + 21)), 128, args.seed)
