@@ -108,19 +108,21 @@ def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_si
     width = seq_len + 1
 
     def gather(off):
-        return window_rows(ids, off, width)
-
-    def gather_weights(off):   # the targets' stream positions are >= 1: never the BOS slot
-        return window_rows(mask, off + 1, seq_len).astype(np.float32)
+        positions = np.asarray(off, np.int64).reshape(-1, 1) + np.arange(width)
+        rows = stream_at(ids, positions)
+        if mask is None:
+            return rows
+        # the same positions: the targets' (>= 1, never the BOS slot) give their weights
+        return rows, stream_at(mask, positions[:, 1:]).astype(np.float32)
 
     def windows(off):
-        w = tf.numpy_function(gather, [off], tf.int32, stateful=False)
-        w.set_shape((batch_size, width))
         if mask is None:
-            return w[:, :-1], w[:, 1:]
-        weights = tf.numpy_function(gather_weights, [off], tf.float32, stateful=False)
-        weights.set_shape((batch_size, seq_len))
-        return w[:, :-1], w[:, 1:], weights
+            w = tf.numpy_function(gather, [off], tf.int32, stateful=False)
+        else:
+            w, weights = tf.numpy_function(gather, [off], [tf.int32, tf.float32], stateful=False)
+            weights.set_shape((batch_size, seq_len))
+        w.set_shape((batch_size, width))
+        return (w[:, :-1], w[:, 1:]) if mask is None else (w[:, :-1], w[:, 1:], weights)
 
     offsets = np.asarray(offsets, dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices(offsets).batch(batch_size, drop_remainder=True)
