@@ -6,7 +6,9 @@ compiling call, whose time is ``compile_seconds``), ``first_token_seconds`` (a f
 first chunk), and, timed in the same run on the same model:
 
 - ``reference_tokens_per_second``: the reference decoder ``decoding.generate`` on the stepper's
-  host form (one prompt at a time, so it is measured at batch 1 and applies to every batch);
+  host form (one prompt at a time, so it is measured at batch 1 and applies to every batch),
+  timed alternately with the compiled decoder ``--repeats`` times; both are medians, with their
+  ranges beside them;
 - ``recompute_tokens_per_second``: the whole context re-run for every token, as nanoGPT's
   ``generate`` does (the last ``seq_len`` tokens, one compiled forward per token, the same batch);
 - ``fraction_of_peak``: forward FLOPs per token (a third of ``Family.flops_per_token``) times
@@ -76,7 +78,8 @@ def recompute_rate(network, prompt, batch: int, tokens: int, settings: dict) -> 
     return batch * tokens / timed(lambda: run(tokens))
 
 
-def benchmark(folder: Path, batches, tokens: int, prompt, settings: dict, peak: float, recompute_tokens: int):
+def benchmark(folder: Path, batches, tokens: int, prompt, settings: dict, peak: float, recompute_tokens: int,
+              repeats: int):
     from pipeline.generation.compiled import CompiledDecoder
     from pipeline.generation.decoding import generate
     from pipeline.models.network import load_network
@@ -89,14 +92,19 @@ def benchmark(folder: Path, batches, tokens: int, prompt, settings: dict, peak: 
     flops = family.flops_per_token(network.model, network.cfg, network.seq_len) / 3.0
     ref_rng = np.random.default_rng(0)
     generate(stepper, prompt, 8, ref_rng, **settings)        # warm the host form's predict functions
-    reference = tokens / timed(lambda: generate(stepper, prompt, tokens, ref_rng, **settings))
     sampler = dict(temperature=settings["temperature"], top_k=settings["top_k"], top_p=settings["top_p"])
     for batch in batches:
         prompts = [prompt] * batch
         seeds = np.arange(batch)
         compile_seconds = timed(lambda: decoder.generate(prompts, tokens, seeds=seeds, **sampler))
-        rate = batch * tokens / min(timed(lambda: decoder.generate(prompts, tokens, seeds=seeds + 1, **sampler))
-                                    for _ in range(2))
+        # reference and compiled runs alternate, so that a change in the machine's speed (a
+        # neighbour on the shared cache) touches both; the ratio is of the medians
+        references, rates = [], []
+        for r in range(repeats):
+            references.append(tokens / timed(lambda: generate(stepper, prompt, tokens, ref_rng, **settings)))
+            rates.append(batch * tokens / timed(
+                lambda: decoder.generate(prompts, tokens, seeds=seeds + 1 + r, **sampler)))
+        reference, rate = float(np.median(references)), float(np.median(rates))
         stream = decoder.stream(prompts, tokens, seeds=seeds + 2, **sampler)
         first = timed(lambda: next(stream))
         stream.close()
@@ -104,7 +112,9 @@ def benchmark(folder: Path, batches, tokens: int, prompt, settings: dict, peak: 
         yield {"arch": folder.name, "family": network.cfg.family, "batch": batch, "new_tokens": tokens,
                "tokens_per_second": round(rate, 1), "first_token_seconds": round(first, 4),
                "compile_seconds": round(compile_seconds, 2),
-               "reference_tokens_per_second": round(reference, 1), "reference_batch": 1,
+               "reference_tokens_per_second": round(reference, 1), "reference_batch": 1, "repeats": repeats,
+               "tokens_per_second_range": [round(min(rates), 1), round(max(rates), 1)],
+               "reference_tokens_per_second_range": [round(min(references), 1), round(max(references), 1)],
                "speedup_vs_reference": round(rate / reference, 1),
                "recompute_tokens_per_second": round(recompute, 1),
                "speedup_vs_recompute": round(rate / recompute, 1),
@@ -123,6 +133,8 @@ def main() -> None:
     ap.add_argument("--recompute-tokens", type=int, default=100,
                     help="tokens timed for the full-recomputation baseline (its rate does not depend on it)")
     ap.add_argument("--prompt-tokens", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="alternated reference/compiled timings per row (medians reported)")
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top-k", type=int, default=0)
     ap.add_argument("--top-p", type=float, default=0.95)
@@ -140,7 +152,8 @@ def main() -> None:
     peak = matmul_peak_gflops()
     prompt = prompt_ids(args.prompt_tokens)
     emit((row for folder in folders for row in benchmark(folder, args.batch or [1, 32], args.tokens, prompt,
-                                                          settings, peak, args.recompute_tokens)), args.out)
+                                                          settings, peak, args.recompute_tokens,
+                                                          args.repeats)), args.out)
 
 
 if __name__ == "__main__":
