@@ -15,8 +15,8 @@ from keras import ops  # noqa: E402
 from pipeline.data.vocab_layout import BOS_ID  # noqa: E402
 from pipeline.generation.compiled import CompiledDecoder, compile_function  # noqa: E402
 from pipeline.generation.decoding import generate  # noqa: E402
-from pipeline.generation.device_sampling import (SamplerStages, filter_scores, hash_uniform,  # noqa: E402
-                                                 numpy_hash_uniform, sample_tokens)
+from pipeline.generation.device_sampling import (filter_scores, hash_uniform, numpy_hash_uniform,  # noqa: E402
+                                                 sample_tokens)
 from pipeline.generation.sampling import filter_logprobs  # noqa: E402
 from pipeline.models import build_model, make_stepper  # noqa: E402
 from tests.tiny_models import tiny_cfg  # noqa: E402
@@ -126,11 +126,10 @@ def test_hash_uniforms_match_numpy_and_look_uniform():
 SETTINGS = [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.0, 4, 1.0), (1.0, 0, 0.8), (1.3, 6, 0.6), (0.5, 0, 0.3)]
 
 
-@pytest.mark.parametrize("pairwise", [True, False], ids=["pairwise", "bisection"])
 @pytest.mark.parametrize("temperature,top_k,top_p", SETTINGS)
-def test_filtered_sets_and_sampled_frequencies_match_the_reference_sampler(temperature, top_k, top_p, pairwise):
-    """Same kept set as ``filter_logprobs``, by either filter method; frequencies of 40,000 draws
-    within total variation 0.02 of its probabilities (the sampling error alone is about 0.005 here)."""
+def test_filtered_sets_and_sampled_frequencies_match_the_reference_sampler(temperature, top_k, top_p):
+    """Same kept set as ``filter_logprobs``; frequencies of 40,000 draws within total variation
+    0.02 of its probabilities (the sampling error alone is about 0.005 here)."""
     rng = np.random.default_rng(int(temperature * 10) + top_k)
     logits = (rng.normal(size=VOCAB) * 2).astype(np.float32)
     logits[BOS_ID] = -np.inf
@@ -139,70 +138,13 @@ def test_filtered_sets_and_sampled_frequencies_match_the_reference_sampler(tempe
     batch = np.broadcast_to(logits, (rows, VOCAB))
     t, k, p = (ops.full((rows,), temperature), ops.full((rows,), top_k, dtype="int32"),
                ops.full((rows,), top_p))
-    stages = SamplerStages.of(temperature, top_k, top_p, VOCAB)
-    kept = np.isfinite(np.asarray(filter_scores(ops.convert_to_tensor(batch[:1]), t[:1], k[:1], p[:1],
-                                                stages, pairwise)))[0]
+    kept = np.isfinite(np.asarray(filter_scores(ops.convert_to_tensor(batch[:1]), t[:1], k[:1], p[:1])))[0]
     np.testing.assert_array_equal(kept, want > 0)
     draws = np.asarray(sample_tokens(ops.convert_to_tensor(batch), ops.full((rows,), 77, dtype="uint32"),
-                                     ops.cast(ops.arange(rows), "uint32"), t, k, p, stages, pairwise))
+                                     ops.cast(ops.arange(rows), "uint32"), t, k, p))
     freq = np.bincount(draws, minlength=VOCAB) / rows
     assert 0.5 * np.abs(freq - want).sum() < 0.02, (freq.round(3), want.round(3))
     assert freq[want == 0].sum() == 0
-
-
-def test_both_filter_methods_keep_the_same_sets_with_ties_and_per_row_settings():
-    """Rows with repeated scores, -inf entries and their own settings (one row off): the pairwise
-    and the bisection filters keep exactly the sets of ``filter_logprobs`` with ties at a cut kept."""
-    rng = np.random.default_rng(3)
-    rows = 64
-    logits = np.round(rng.normal(size=(rows, VOCAB)) * 2, 0).astype(np.float32)    # many exact ties
-    logits[:, BOS_ID] = -np.inf
-    logits[::5, 7] = -np.inf
-    temperature = rng.uniform(0.3, 1.5, rows).astype(np.float32)
-    top_k = rng.integers(0, VOCAB + 2, rows).astype(np.int32)
-    top_p = rng.uniform(0.05, 1.0, rows).astype(np.float32)
-    top_k[0], top_p[0] = 0, 1.0
-    args = [ops.convert_to_tensor(a) for a in (logits, temperature, top_k, top_p)]
-    kept = {m: np.isfinite(np.asarray(filter_scores(*args, pairwise=m))) for m in (True, False)}
-    np.testing.assert_array_equal(kept[True], kept[False])
-    assert kept[True][0].sum() == VOCAB - 2                 # settings off: every finite score kept
-    for i in range(rows):   # ties: at least the reference's set, and only tokens tied with its last
-        want = filter_logprobs(logits[i], float(temperature[i]), int(top_k[i]), float(top_p[i])) > 0
-        assert (kept[True][i] >= want).all()
-        assert set(logits[i][kept[True][i] & ~want]) <= set(logits[i][want])
-
-
-def test_sampler_stages_follow_the_rows_settings_and_greedy_needs_no_randomness():
-    vocab = 10
-    assert SamplerStages.of([0.0, 0.0], [3, 0], [0.5, 1.0], vocab) == SamplerStages(False, False, False)
-    assert SamplerStages.of([0.0, 0.7], [3, 0], [0.5, 1.0], vocab) == SamplerStages(True, False, False)
-    assert SamplerStages.of([0.7, 0.7], [vocab, 2], [1.0, 1.0], vocab) == SamplerStages(True, True, False)
-    assert SamplerStages.of([0.7], [0], [0.9], vocab) == SamplerStages(True, False, True)
-    logits = ops.convert_to_tensor(np.random.default_rng(0).normal(size=(4, vocab)).astype(np.float32))
-    zero, seeds = ops.zeros((4,)), ops.zeros((4,), dtype="uint32")
-    greedy = sample_tokens(logits, seeds, seeds, zero, ops.zeros((4,), dtype="int32"), ops.ones((4,)),
-                           SamplerStages(False, False, False))
-    logits_np = np.asarray(logits).copy()
-    logits_np[:, BOS_ID] = -np.inf
-    np.testing.assert_array_equal(np.asarray(greedy), logits_np.argmax(-1))
-
-
-def test_a_decoder_compiles_one_loop_per_sampler_stages_and_matches_the_full_sampler():
-    """A greedy batch and a temperature-only batch run their own specialised loop; each gives the
-    same tokens as the loop with every stage on (the extra stages keep every token there)."""
-    _, _, decoder = get("gru")
-    prompt = [np.array([3, 4, 5])]
-    for settings in (dict(temperature=0.0), dict(temperature=0.9), dict(temperature=0.9, top_p=0.8)):
-        fast = decoder.generate(prompt, 20, seeds=5, **settings)[0]
-        stages = SamplerStages.of(settings["temperature"], 0, settings.get("top_p", 1.0), VOCAB)
-        assert stages in decoder._runs
-        full_run = decoder._run(SamplerStages())
-        decoder._runs[stages] = full_run                       # force the every-stage loop
-        try:
-            full = decoder.generate(prompt, 20, seeds=5, **settings)[0]
-        finally:
-            del decoder._runs[stages]
-        np.testing.assert_array_equal(fast, full)
 
 
 def test_sampled_continuations_follow_the_model_distribution():

@@ -3,8 +3,7 @@
 Any family's stepper decodes here through its device form (``Stepper.device_state`` /
 ``device_step``): the recurrent state, the convolution's per-block queues and the Transformer's
 key/value cache stay backend tensors between steps and between chunks; sampling is
-``device_sampling.sample_tokens`` (stateless, seeded per row), compiled once for each combination of
-sampler stages a batch uses (``SamplerStages``: greedy only, top-k, top-p). The loop is ``keras.ops.while_loop``,
+``device_sampling.sample_tokens`` (stateless, seeded per row). The loop is ``keras.ops.while_loop``,
 compiled with XLA by TensorFlow (``tf.function(jit_compile=True)``) or JAX (``jax.jit``); other
 backends run it eagerly. The host only sees each chunk's tokens (streaming, stop strings and
 deadlines are decided between chunks).
@@ -22,7 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from pipeline.data.vocab_layout import BOS_ID
-from pipeline.generation.device_sampling import SamplerStages, sample_tokens
+from pipeline.generation.device_sampling import sample_tokens
 from pipeline.generation.sampling import check_settings
 
 
@@ -65,7 +64,7 @@ class CompiledDecoder:
             raise ValueError(f"max_context {self.window} leaves no room for a sliding window")
         self.keep = stepper.window_keep
         self._prefill = compile_function(self._prefill_fn)
-        self._runs = {}      # SamplerStages -> the loop compiled for them
+        self._run = compile_function(self._run_fn)
 
     # ---- the compiled programs
     def _prefill_fn(self, ids, prompts):
@@ -78,22 +77,15 @@ class CompiledDecoder:
                   else ops.zeros((batch, 1), "int32"))
         return logits[:, -1], state, window
 
-    def _choose(self, stages, j, logits, prompts, lengths, seeds, temperature, top_k, top_p):
+    def _choose(self, j, logits, prompts, lengths, seeds, temperature, top_k, top_p):
         """The token of sequence index j: each row's prompt token while j < its length, else a sample."""
         from keras import ops
         counters = ops.cast(ops.maximum(j - lengths, 0), "uint32")
-        drawn = sample_tokens(logits, seeds, counters, temperature, top_k, top_p, stages)
+        drawn = sample_tokens(logits, seeds, counters, temperature, top_k, top_p)
         forced = ops.take(prompts, ops.minimum(j, prompts.shape[1] - 1), axis=1)
         return ops.where(j < lengths, forced, drawn)
 
-    def _run(self, stages: SamplerStages):
-        """The decoding loop compiled for these sampler stages (one program per combination used)."""
-        if stages not in self._runs:
-            self._runs[stages] = compile_function(
-                lambda *args: self._run_fn(stages, *args))
-        return self._runs[stages]
-
-    def _run_fn(self, stages, steps, j, held, logits, state, window, prompts, *rows):
+    def _run_fn(self, steps, j, held, logits, state, window, prompts, *rows):
         """``steps`` iterations of: choose the token of index j, record it, feed it. Returns the
         carry and the chunk's ids (B, chunk).
 
@@ -106,7 +98,7 @@ class CompiledDecoder:
         depth = len(state)
 
         def step(t, j, held, logits, window, out, *state):
-            x = self._choose(stages, j, logits, prompts, *rows)
+            x = self._choose(j, logits, prompts, *rows)
             out = ops.slice_update(out, (0, t), x[:, None])
             logits, state = self.stepper.device_step(x[:, None], tuple(state), held)
             if self.window:
@@ -114,7 +106,7 @@ class CompiledDecoder:
             return (t + 1, j + 1, held + 1, logits[:, -1], window, out) + tuple(state)
 
         def slide(t, j, held, logits, window, out, *state):
-            x = self._choose(stages, j, logits, prompts, *rows)
+            x = self._choose(j, logits, prompts, *rows)
             out = ops.slice_update(out, (0, t), x[:, None])
             recent = ops.slice(window, (0, self.window - self.keep + 1), (batch, self.keep - 1))
             ids = ops.concatenate([recent, x[:, None]], axis=1)
@@ -182,13 +174,12 @@ class CompiledDecoder:
         pad_to = lambda a, v: np.concatenate([a, np.full(pad, v, a.dtype)])            # noqa: E731
         args = [ops.convert_to_tensor(a) for a in (buf, lens, pad_to(seeds, 0), pad_to(temperature, 0.0),
                                                    pad_to(top_k, 0), pad_to(top_p, 1.0))]
-        run = self._run(SamplerStages.of(temperature, top_k, top_p, self.vocab_size))
         logits, state, window = self._prefill(ops.convert_to_tensor(buf[:, :first]), args[0])
         j, held = ops.convert_to_tensor(first, "int32"), ops.convert_to_tensor(first, "int32")
         done, start = 0, first
         while done < total:
             steps = min(self.first_chunk if done == 0 else self.chunk, total - done)
-            j, held, logits, state, window, out = run(
+            j, held, logits, state, window, out = self._run(
                 ops.convert_to_tensor(steps, "int32"), j, held, logits, state, window, *args)
             ids = np.asarray(ops.convert_to_numpy(out))[:rows, :steps]
             index = start + done + np.arange(steps)              # sequence index of each column
