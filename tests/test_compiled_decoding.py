@@ -147,6 +147,27 @@ def test_filtered_sets_and_sampled_frequencies_match_the_reference_sampler(tempe
     assert freq[want == 0].sum() == 0
 
 
+def test_filtered_sets_keep_ties_at_the_cut_with_per_row_settings():
+    """Rows with repeated scores, -inf entries and their own settings (row 0 with both filters
+    off): each kept set holds the reference's set plus only tokens tied with a kept score."""
+    rng = np.random.default_rng(3)
+    rows = 64
+    logits = np.round(rng.normal(size=(rows, VOCAB)) * 2, 0).astype(np.float32)    # many exact ties
+    logits[:, BOS_ID] = -np.inf
+    logits[::5, 7] = -np.inf
+    temperature = rng.uniform(0.3, 1.5, rows).astype(np.float32)
+    top_k = rng.integers(0, VOCAB + 2, rows).astype(np.int32)
+    top_p = rng.uniform(0.05, 1.0, rows).astype(np.float32)
+    top_k[0], top_p[0] = 0, 1.0
+    kept = np.isfinite(np.asarray(filter_scores(*[ops.convert_to_tensor(a)
+                                                  for a in (logits, temperature, top_k, top_p)])))
+    assert kept[0].sum() == VOCAB - 2                        # settings off: every finite score kept
+    for i in range(rows):
+        want = filter_logprobs(logits[i], float(temperature[i]), int(top_k[i]), float(top_p[i])) > 0
+        assert (kept[i] >= want).all()
+        assert set(logits[i][kept[i] & ~want]) <= set(logits[i][want])
+
+
 def test_sampled_continuations_follow_the_model_distribution():
     """End to end on a network: the first sampled token of 4,000 seeds, against the model's own
     top-p distribution for that position (total variation < 0.05)."""
