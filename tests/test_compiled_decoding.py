@@ -29,6 +29,7 @@ VARIANTS = {
     "gru": tiny_cfg("gru", embed_init="normal"),
     "conv": tiny_cfg("conv", embed_init="normal"),
     "conv_k3": tiny_cfg("conv", embed_init="normal", kernel_size=3, dilations=[1, 2]),
+    "conv_k1": tiny_cfg("conv", embed_init="normal", kernel_size=1, dilations=[1, 1]),
     "transformer": tiny_cfg("transformer"),
     "transformer_tied": tiny_cfg("transformer", tie_embeddings=True, embed_dim=8),
     "mlp": tiny_cfg("families.window_mlp:WindowMLP", context=4, hidden=16),   # the recomputing stepper

@@ -6,6 +6,8 @@ stream exactly (its state holds each block's last inputs).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from dataclasses import dataclass, field
 
 from pipeline.config.schema import spec
@@ -136,22 +138,52 @@ class ConvStepper(ArrayStateStepper):
         self.model, self.cfg = model, cfg
 
     def device_state(self, batch_size: int) -> tuple:
-        """One queue (B, (k-1)*d, units) per block that has a history (``GatedResidualBlock.step_queue``)."""
+        """Every block's queue in one time-major buffer (sum of (k-1)*d, B, units): block i's
+        input m in row offset_i + m mod h_i, zeros before the stream starts (see device_step)."""
         from keras import ops
-        return tuple(ops.zeros((batch_size, h, self.units), "float32") for h in self.histories if h)
+        return (ops.zeros((max(self.total, 1), batch_size, self.units), "float32"),)
 
     def device_step(self, ids, state, held):
+        """A single step reads every block's taps with one gather from the shared buffer and writes
+        every block's input with one scatter after the last block. Per-block queues cost a read
+        beside an in-place write each, which made XLA copy every queue on every step (about a
+        third of a batch-1 step); here the scatter depends on the gathered taps, so the buffer is
+        updated in place. Longer inputs run each block's buffered call on its rotated queue."""
         from keras import ops
-        model = self.model
+        model, (buffer,) = self.model, state
         held = ops.cast(held, "int32")
+        k = int(self.cfg.kernel_size)
         x = model.get_layer("input_proj")(model.get_layer("embedding")(ids))
-        skips, queues, queue = [], [], iter(state)
+        steps = ids.shape[1]
+        offsets = np.cumsum([0] + self.histories)
+        live = [(i, h, int(offsets[i])) for i, h in enumerate(self.histories) if h]
+        if steps == 1 and live:   # the rows as vectors of constants: one index computation, not one per tap
+            size = np.array([h for _, h, _ in live], np.int32)
+            start = np.array([o for _, _, o in live], np.int32)
+            lag = np.array([[(k - 1 - j) * (h // (k - 1)) for j in range(k - 1)] for _, h, _ in live], np.int32)
+            rows = start[:, None] + ops.mod(held - lag + size[:, None], size[:, None])
+            taps = ops.take(buffer, ops.reshape(rows, (-1,)), axis=0)
+            taps = ops.transpose(taps, (1, 0, 2))[:, :, None, :]                             # (B, n, 1, C)
+        skips, inputs, tap = [], [], 0
         for i, h in enumerate(self.histories):
             block = model.get_layer(f"block_{i}")
-            if h:
-                x, skip, q = block.step_queue(x, next(queue), held)
-                queues.append(q)
-            else:
+            if not h:
                 x, skip, _ = block(x)
+            elif steps == 1:
+                inputs.append(x[:, 0])
+                x, skip = block.step_taps(x, [taps[:, tap + j] for j in range(k - 1)])
+                tap += k - 1
+            else:
+                queue = ops.transpose(buffer[int(offsets[i]):int(offsets[i]) + h], (1, 0, 2))
+                x, skip, queue = block.step_queue(x, queue, held)
+                inputs.append(ops.transpose(queue, (1, 0, 2)))
             skips.append(skip)
-        return _head(skips, self.cfg, None, model=model), tuple(queues)
+        logits = _head(skips, self.cfg, None, model=model)
+        if not live:
+            return logits, (buffer,)
+        if steps == 1:
+            rows = (start + ops.mod(held, size))[:, None]
+            buffer = ops.scatter_update(buffer, rows, ops.cast(ops.stack(inputs), "float32"))
+        else:
+            buffer = ops.concatenate(inputs, axis=0)
+        return logits, (buffer,)

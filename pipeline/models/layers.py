@@ -313,10 +313,16 @@ class GatedResidualBlock(keras.layers.Layer):
             return y, skip, rotate(buffer, ops.mod(h - ops.mod(held + x.shape[1], h), h))
         k, d = self.kernel_size, self.dilation
         taps = [ops.take(queue, ops.mod(held - (k - 1 - j) * d + h, h), axis=1)[:, None, :] for j in range(k - 1)]
-        z = self._product(taps + [ops.cast(x, queue.dtype)])
+        y, skip = self.step_taps(x, taps)
+        return y, skip, ops.slice_update(queue, (0, ops.mod(held, h), 0), ops.cast(x, queue.dtype))
+
+    def step_taps(self, x, taps):
+        """One step (x (B, 1, C)) from its k-1 past inputs ``taps`` (each (B, 1, C), oldest first,
+        tap j looking back (k-1-j)*d steps), however the caller keeps them: ``(y, skip)``."""
+        z = self._product([ops.cast(t, x.dtype) for t in taps] + [x])
         a, b = ops.split(z, 2, axis=-1)
         res, skip = ops.split(self.res_skip(ops.tanh(a) * ops.sigmoid(b)), 2, axis=-1)
-        return x + res, skip, ops.slice_update(queue, (0, ops.mod(held, h), 0), ops.cast(x, queue.dtype))
+        return x + res, skip
 
     def compute_output_spec(self, x, buffer=None, training=None):
         y = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
