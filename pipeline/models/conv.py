@@ -6,9 +6,9 @@ stream exactly (its state holds each block's last inputs).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from pipeline.config.schema import spec
 
@@ -145,10 +145,11 @@ class ConvStepper(ArrayStateStepper):
 
     def device_step(self, ids, state, held):
         """A single step reads every block's taps with one gather from the shared buffer and writes
-        every block's input with one scatter after the last block. Per-block queues cost a read
-        beside an in-place write each, which made XLA copy every queue on every step (about a
-        third of a batch-1 step); here the scatter depends on the gathered taps, so the buffer is
-        updated in place. Longer inputs run each block's buffered call on its rotated queue."""
+        every block's input with one scatter after the last block. Per-block queues had a read
+        beside each in-place write, which made XLA copy every queue on every step (29 copies in
+        the compiled loop body of the default model, 1 now); here the scatter depends on the
+        gathered taps, so the buffer is updated in place. Longer inputs run each block's
+        buffered call on its rotated queue."""
         from keras import ops
         model, (buffer,) = self.model, state
         held = ops.cast(held, "int32")
