@@ -17,6 +17,7 @@ first chunk), and, timed in the same run on the same model:
 Sampling is the pipeline's (``generate`` in params.yaml: temperature 0.8, top-p 0.95) unless set.
 
     python benchmarks/generation.py --models models --batch 1 --batch 32 --tokens 500 --out gen.jsonl
+    python benchmarks/decode_floor.py --models models --generation gen.jsonl   # the batch-1 floor
 """
 from __future__ import annotations
 
