@@ -35,3 +35,17 @@ def emit(rows: Iterable[dict], out: str | None) -> list[dict]:
     if out:
         Path(out).write_text("".join(json.dumps(r) + "\n" for r in done))
     return done
+
+
+def saved_networks(models: str, archs: list[str] | None) -> list[Path]:
+    """The network folders under ``models`` (``archs``: only these), or exit with a clear message."""
+    import sys
+
+    from pipeline.models.network import CONFIG
+    root = Path(models)
+    folders = sorted(p for p in root.iterdir() if (p / CONFIG).is_file()) if root.is_dir() else []
+    if archs:
+        folders = [root / a for a in archs]
+    if not folders:
+        sys.exit(f"--models {root}: no saved networks (folders with {CONFIG}); run `make run` first")
+    return folders

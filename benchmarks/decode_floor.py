@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.common import emit  # noqa: E402
+from benchmarks.common import emit, saved_networks  # noqa: E402
 
 
 def weight_matrices(model) -> list[np.ndarray]:
@@ -80,13 +80,8 @@ def main() -> None:
     ap.add_argument("--out", help="also write the JSON lines to this file")
     args = ap.parse_args()
 
-    from pipeline.models.network import CONFIG, load_network
-    root = Path(args.models)
-    folders = sorted(p for p in root.iterdir() if (p / CONFIG).is_file()) if root.is_dir() else []
-    if args.arch:
-        folders = [root / a for a in args.arch]
-    if not folders:
-        sys.exit(f"--models {root}: no saved networks (folders with {CONFIG}); run `make run` first")
+    from pipeline.models.network import load_network
+    folders = saved_networks(args.models, args.arch)
     measured = {}
     if args.generation:
         for line in Path(args.generation).read_text().splitlines():

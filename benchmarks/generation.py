@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.common import emit, matmul_peak_gflops  # noqa: E402
+from benchmarks.common import emit, matmul_peak_gflops, saved_networks  # noqa: E402
 
 
 def prompt_ids(length: int) -> np.ndarray:
@@ -142,13 +142,7 @@ def main() -> None:
     ap.add_argument("--out", help="also write the JSON lines to this file")
     args = ap.parse_args()
 
-    from pipeline.models.network import CONFIG
-    root = Path(args.models)
-    folders = sorted(p for p in root.iterdir() if (p / CONFIG).is_file()) if root.is_dir() else []
-    if args.arch:
-        folders = [root / a for a in args.arch]
-    if not folders:
-        sys.exit(f"--models {root}: no saved networks (folders with {CONFIG}); run `make run` first")
+    folders = saved_networks(args.models, args.arch)
     settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     peak = matmul_peak_gflops()
     prompt = prompt_ids(args.prompt_tokens)
