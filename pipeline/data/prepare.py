@@ -83,8 +83,11 @@ def _encode_split(corpus: CorpusText, name: str, tokenizer: Tokenizer, folder: P
                 mask = scored_mask(ids, marker, line_end)
                 masks.append(mask)
                 h.update(mask.tobytes())
-                scored += int(np.count_nonzero(mask))
-                chars += scored_chars(piece, score_after, bool(tokenizer.options.get("lowercase")))
+                n = int(np.count_nonzero(mask))
+                scored += n
+                # one token a character: the scored characters are the scored tokens, no walk of the text
+                chars += n if tokenizer.kind == "char" else scored_chars(
+                    piece, score_after, bool(tokenizer.options.get("lowercase")))
     if tokens < MIN_SPLIT_TOKENS:
         raise SeqlabError(f"{corpus.source}: corpus too short: the {name} split has {tokens} tokens "
                           f"(at least {MIN_SPLIT_TOKENS} needed); use a longer corpus or change data.split")

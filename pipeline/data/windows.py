@@ -38,9 +38,14 @@ def stream_at(ids: np.ndarray, positions) -> np.ndarray:
     return out
 
 
+def window_positions(starts, width: int) -> np.ndarray:
+    """The stream positions ``s, ..., s + width - 1`` of every start ``s`` (int64, (len(starts), width))."""
+    return np.asarray(starts, dtype=np.int64).reshape(-1, 1) + np.arange(width)
+
+
 def window_rows(ids: np.ndarray, starts, width: int) -> np.ndarray:
     """``with_bos(ids)[s:s + width]`` for every start ``s`` (int32, (len(starts), width))."""
-    return stream_at(ids, np.asarray(starts, dtype=np.int64).reshape(-1, 1) + np.arange(width))
+    return stream_at(ids, window_positions(starts, width))
 
 
 class BosStream:
@@ -108,7 +113,7 @@ def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_si
     width = seq_len + 1
 
     def gather(off):
-        positions = np.asarray(off, np.int64).reshape(-1, 1) + np.arange(width)
+        positions = window_positions(off, width)
         rows = stream_at(ids, positions)
         if mask is None:
             return rows

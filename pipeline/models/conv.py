@@ -136,6 +136,15 @@ class ConvStepper(ArrayStateStepper):
         self.step_model = keras.Model([ids, buffers], [logits, new], name="conv_lm_stepper")
         self.state_shape = (self.total, self.units)
         self.model, self.cfg = model, cfg
+        # the device buffer's layout: each block's first row, and per block with a history its
+        # size h, first row, and the k-1 look-backs of its taps
+        k = int(cfg.kernel_size)
+        self._first_rows = np.cumsum([0] + self.histories)[:-1].astype(np.int32)
+        live = [i for i, h in enumerate(self.histories) if h]
+        self._sizes = np.array([self.histories[i] for i in live], np.int32)
+        self._starts = self._first_rows[live]
+        self._lags = np.array([[(k - 1 - j) * (self.histories[i] // (k - 1)) for j in range(k - 1)]
+                               for i in live], np.int32).reshape(len(live), k - 1)
 
     def device_state(self, batch_size: int) -> tuple:
         """Every block's queue in one time-major buffer (sum of (k-1)*d, B, units): block i's
@@ -156,13 +165,10 @@ class ConvStepper(ArrayStateStepper):
         k = int(self.cfg.kernel_size)
         x = model.get_layer("input_proj")(model.get_layer("embedding")(ids))
         steps = ids.shape[1]
-        offsets = np.cumsum([0] + self.histories)
-        live = [(i, h, int(offsets[i])) for i, h in enumerate(self.histories) if h]
+        size, start = self._sizes, self._starts
+        live = len(size) > 0
         if steps == 1 and live:   # the rows as vectors of constants: one index computation, not one per tap
-            size = np.array([h for _, h, _ in live], np.int32)
-            start = np.array([o for _, _, o in live], np.int32)
-            lag = np.array([[(k - 1 - j) * (h // (k - 1)) for j in range(k - 1)] for _, h, _ in live], np.int32)
-            rows = start[:, None] + ops.mod(held - lag + size[:, None], size[:, None])
+            rows = start[:, None] + ops.mod(held - self._lags + size[:, None], size[:, None])
             taps = ops.take(buffer, ops.reshape(rows, (-1,)), axis=0)
             taps = ops.transpose(taps, (1, 0, 2))[:, :, None, :]                             # (B, n, 1, C)
         skips, inputs, tap = [], [], 0
@@ -175,7 +181,8 @@ class ConvStepper(ArrayStateStepper):
                 x, skip = block.step_taps(x, [taps[:, tap + j] for j in range(k - 1)])
                 tap += k - 1
             else:
-                queue = ops.transpose(buffer[int(offsets[i]):int(offsets[i]) + h], (1, 0, 2))
+                first = int(self._first_rows[i])
+                queue = ops.transpose(buffer[first:first + h], (1, 0, 2))
                 x, skip, queue = block.step_queue(x, queue, held)
                 inputs.append(ops.transpose(queue, (1, 0, 2)))
             skips.append(skip)
