@@ -1,7 +1,8 @@
 """DVC stage: corpus -> data/prepared/{train,valid,test}.npy, vocab.json, stats.json (streamed)."""
 from pipeline.config.params import load_params
-from pipeline.data.corpus import SPLITS, open_corpus
+from pipeline.data.corpus import open_corpus
 from pipeline.data.prepare import block_bytes, prepare
+from pipeline.data.splits import SPLITS
 from pipeline.disk import require_free  # check only
 from pipeline.paths import PREPARED, ROOT
 from pipeline.stage import run_stage

@@ -2,29 +2,51 @@
 
 The splits are streamed (:func:`open_corpus`, blocks of whole lines from
 :mod:`pipeline.data.text_blocks`), so a corpus of any size is read in bounded memory;
-:func:`load_corpus` joins them into strings for small texts.
+:func:`load_corpus` joins them into strings for small texts. :func:`fingerprint` says what the
+content is, so that an edited corpus file reruns the pipeline (the ``corpus`` stage of dvc.yaml
+writes it to data/corpus.json).
 
-Sources: ``builtin:python-docs`` (offline, ships with CPython), a UTF-8 text file split by
-``data.split`` at line boundaries, a folder holding ``train.txt``/``valid.txt``/``test.txt`` used as
-given, or an ``https://`` URL whose sha256 must match (downloaded once into ``data/downloads``).
-:func:`fingerprint` says what the content is, so that an edited corpus file reruns the pipeline
-(the ``corpus`` stage of dvc.yaml).
+Each kind of source is one :class:`CorpusSource` in :data:`SOURCES`, tried in order; the first whose
+``matches`` accepts the spec fingerprints it, opens its splits and, in the error for a spec that
+no source takes, ``describe``\\ s itself:
+
+- ``builtin:NAME`` (:class:`BuiltinSource`): a text made offline, one entry of :data:`BUILTIN_TEXTS`
+  (``builtin:python-docs`` ships with CPython), split by ``data.split`` at line starts;
+- an ``https://`` URL (:class:`UrlSource`) whose sha256 (``data.sha256``) is required and checked,
+  downloaded once into ``data/downloads``, split by ``data.split``;
+- a folder (:class:`FolderSource`) holding ``train.txt``/``valid.txt``/``test.txt``, used as given;
+- a UTF-8 text file (:class:`TextFileSource`), split by ``data.split`` at line starts.
+
+How to add a source. A new builtin text is one entry of :data:`BUILTIN_TEXTS`: its spec
+(``builtin:NAME``) -> a :class:`Builtin` (a function returning the text, a short description, and
+what else the text depends on, recorded in the fingerprint). A new kind of source is a
+:class:`CorpusSource` subclass (``matches``, ``fingerprint``, ``open``, ``describe``) and one
+instance in :data:`SOURCES`, placed before any source that would also match its specs. Nothing
+else changes: :func:`fingerprint`, :func:`open_corpus` and the errors go through the table. A
+sha256 is checked with :func:`check_sha256` only. Keep an existing source's fingerprint keys
+stable: other keys rewrite data/corpus.json and rerun ``prepare``. The split names live in
+:mod:`pipeline.data.splits` (re-exported here), so that consumers of prepared data do not depend
+on this module.
 """
 from __future__ import annotations
 
 import hashlib
+import sys
 import urllib.request
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
+from pipeline.data.splits import SPLITS   # also imported from here by older code
 from pipeline.data.text_blocks import BLOCK_BYTES, ScannedText, scan
 from pipeline.errors import SeqlabError
 from pipeline.io import atomic_write
 
-SPLITS = ("train", "valid", "test")
-BUILTINS = ("builtin:python-docs",)
+HASH_BLOCK = 1 << 20     # bytes read at a time when hashing: any size in bounded memory
 
+
+# --- the splits of an opened corpus ------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Corpus:
@@ -36,91 +58,6 @@ class Corpus:
 
     def split(self, name: str) -> str:
         return getattr(self, name)
-
-
-def _summed(counts: list[dict]) -> dict:
-    return {k: sum(c[k] for c in counts) for k in counts[0]} if counts else {}
-
-
-def _builtin_python_docs() -> str:
-    """The English text of the Python reference documentation that ships with CPython."""
-    from pydoc_data import topics
-    return "\n\n".join(topics.topics[k].strip("\n") for k in sorted(topics.topics)) + "\n"
-
-
-def _download(url: str, sha256: str, dest_dir: Path) -> Path:
-    """Download once into ``dest_dir``, streamed to disk and hashed on the way (any size)."""
-    name = url.rstrip("/").rsplit("/", 1)[-1] or "corpus.txt"
-    dest = dest_dir / f"{sha256[:12]}-{name}"
-    if dest.exists() and _file_sha256(dest, {}) == sha256.lower():
-        return dest
-
-    def fetch(tmp: Path) -> None:
-        h = hashlib.sha256()
-        try:
-            with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as out:
-                for block in iter(lambda: r.read(1 << 20), b""):
-                    h.update(block)
-                    out.write(block)
-        except OSError as e:
-            raise SeqlabError(f"data.corpus: could not download {url}: {e}") from None
-        if h.hexdigest() != sha256.lower():
-            raise SeqlabError(f"data.corpus: {url}: sha256 mismatch: expected {sha256}, got {h.hexdigest()}; "
-                              "nothing was saved")
-    atomic_write(dest, fetch)
-    return dest
-
-
-def _file_sha256(path: Path, stats: dict) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks (any size in bounded memory); ``stats`` maps a
-    path to (size, mtime_ns, sha256) seen before, so an unchanged file is not read again."""
-    st = path.stat()
-    key = str(path.resolve())
-    seen = stats.get(key)
-    if seen and seen[0] == st.st_size and seen[1] == st.st_mtime_ns:
-        return seen[2]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    stats[key] = [st.st_size, st.st_mtime_ns, h.hexdigest()]
-    return h.hexdigest()
-
-
-def fingerprint(spec: str, sha256: str | None = None, root: Path = Path("."), stats: dict | None = None) -> dict:
-    """What the corpus ``spec`` holds, as ``{"source", "files": {name: sha256}}``: the builtin's text,
-    a file's or a folder's three files' bytes, an URL's pinned sha256. ``stats``: see
-    :func:`_file_sha256` (updated in place). Errors like :func:`load_corpus`'s."""
-    stats = {} if stats is None else stats
-    if spec.startswith("builtin:"):
-        if spec not in BUILTINS:
-            raise SeqlabError(f"data.corpus: unknown builtin {spec!r}; available: {', '.join(BUILTINS)}")
-        import sys
-        files = {spec: hashlib.sha256(_builtin_python_docs().encode("utf-8")).hexdigest(),
-                 "python": sys.version.split()[0]}
-    elif spec.startswith("https://"):
-        if not sha256:
-            raise SeqlabError("data.sha256: required when data.corpus is an https URL")
-        files = {spec: sha256.lower()}
-    else:
-        path = _local(spec, root)
-        if path.is_dir():
-            files = {f"{s}.txt": _file_sha256(path / f"{s}.txt", stats) for s in SPLITS
-                     if (path / f"{s}.txt").is_file()}
-        else:
-            files = {path.name: _file_sha256(path, stats)}
-    return {"source": spec, "files": files}
-
-
-def _local(spec: str, root: Path) -> Path:
-    """The file or folder a local ``data.corpus`` names; SeqlabError if it is neither."""
-    if "://" in spec:
-        raise SeqlabError(f"data.corpus: {spec!r}: only https:// URLs are supported")
-    path = (root / spec) if not Path(spec).is_absolute() else Path(spec)
-    if not (path.is_dir() or path.is_file()):
-        raise SeqlabError(f"data.corpus: {spec!r} is neither a builtin, an https URL, a file nor a folder")
-    return path
-
 
 
 @dataclass(frozen=True)
@@ -150,6 +87,10 @@ class CorpusText:
         return self.splits[name]
 
 
+def _summed(counts: list[dict]) -> dict:
+    return {k: sum(c[k] for c in counts) for k in counts[0]} if counts else {}
+
+
 def _checked(file: ScannedText) -> ScannedText:
     if not file.has_text:
         raise SeqlabError(f"{file.where}: the corpus is empty")
@@ -174,22 +115,198 @@ def split_file(file: ScannedText, fractions: list[float], where: str) -> dict[st
     return parts
 
 
-def open_corpus(spec: str, fractions: list[float], sha256: str | None = None, root: Path = Path("."),
-                block_bytes: int = BLOCK_BYTES) -> CorpusText:
-    """Scan ``data.corpus`` (every file read once, checked and indexed) and say where each split lies."""
-    if spec.startswith("builtin:"):
-        if spec not in BUILTINS:
-            raise SeqlabError(f"data.corpus: unknown builtin {spec!r}; available: {', '.join(BUILTINS)}")
-        file = scan(spec, data=_builtin_python_docs().encode("utf-8"), block_bytes=block_bytes)
-        return CorpusText(split_file(file, fractions, spec), spec, file.hygiene)
-    if spec.startswith("https://"):
+def _split_one_file(file: ScannedText, fractions: list[float], where: str, source: str) -> CorpusText:
+    """A single text (a builtin, a download, a file) cut into the three splits by ``data.split``."""
+    file = _checked(file)
+    return CorpusText(split_file(file, fractions, where), source, file.hygiene)
+
+
+# --- sha256: hashing in blocks and the one check against an expected digest ----------------------
+
+def _blocks(f: BinaryIO) -> Iterator[bytes]:
+    return iter(lambda: f.read(HASH_BLOCK), b"")
+
+
+def sha256_of(blocks: Iterable[bytes]) -> str:
+    """Hex sha256 of the concatenated ``blocks``: one hasher for files, downloads and texts."""
+    h = hashlib.sha256()
+    for block in blocks:
+        h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in :data:`HASH_BLOCK` blocks (any size in bounded memory)."""
+    with open(path, "rb") as f:
+        return sha256_of(_blocks(f))
+
+
+def sha256_matches(actual: str, expected: str) -> bool:
+    """Whether the hex digest ``actual`` is the ``expected`` one (written in either case)."""
+    return actual == expected.lower()
+
+
+def check_sha256(where: str, actual: str, expected: str, consequence: str = "") -> None:
+    """Raise unless ``actual`` is ``expected``; the error names ``where`` (a file or URL) and both
+    digests, so that a user can tell a corrupted download from a wrong pin. ``consequence``: what
+    was done about it, appended to the message."""
+    if not sha256_matches(actual, expected):
+        raise SeqlabError(f"data.corpus: {where}: sha256 mismatch: expected {expected}, got {actual}{consequence}")
+
+
+def _file_sha256(path: Path, stats: dict) -> str:
+    """:func:`file_sha256`, remembered: ``stats`` maps a path to (size, mtime_ns, sha256) seen before,
+    so an unchanged file is not read again (the ``corpus`` stage runs at every repro)."""
+    st = path.stat()
+    key = str(path.resolve())
+    seen = stats.get(key)
+    if seen and seen[0] == st.st_size and seen[1] == st.st_mtime_ns:
+        return seen[2]
+    digest = file_sha256(path)
+    stats[key] = [st.st_size, st.st_mtime_ns, digest]
+    return digest
+
+
+def _download(url: str, sha256: str, dest_dir: Path) -> Path:
+    """Download once into ``dest_dir``, streamed to disk and hashed on the way (any size); a file
+    whose bytes do not match the pin is never kept."""
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "corpus.txt"
+    dest = dest_dir / f"{sha256[:12]}-{name}"
+    if dest.exists() and sha256_matches(file_sha256(dest), sha256):
+        return dest
+
+    def written(blocks: Iterable[bytes], out: BinaryIO) -> Iterator[bytes]:
+        for block in blocks:
+            out.write(block)
+            yield block
+
+    def fetch(tmp: Path) -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as out:
+                got = sha256_of(written(_blocks(r), out))
+        except OSError as e:
+            raise SeqlabError(f"data.corpus: could not download {url}: {e}") from None
+        check_sha256(url, got, sha256, "; nothing was saved")
+    atomic_write(dest, fetch)
+    return dest
+
+
+# --- the sources --------------------------------------------------------------------------------
+
+class CorpusSource(ABC):
+    """One kind of ``data.corpus``: how to recognise its specs, fingerprint their content and open
+    their splits. An instance in :data:`SOURCES` is all a new kind needs (see the module docstring)."""
+
+    @abstractmethod
+    def matches(self, spec: str, root: Path) -> bool:
+        """Whether ``spec`` is of this kind (a prefix, or a path under ``root`` that exists)."""
+
+    @abstractmethod
+    def fingerprint(self, spec: str, sha256: str | None, root: Path, stats: dict) -> dict[str, str]:
+        """What the text is, as ``{name: sha256 or version}`` (the ``files`` of data/corpus.json):
+        cheap enough to run at every repro (``stats``: see :func:`_file_sha256`)."""
+
+    @abstractmethod
+    def open(self, spec: str, fractions: list[float], sha256: str | None, root: Path,
+             block_bytes: int) -> CorpusText:
+        """The three splits, streamed (every file scanned once, checked and indexed)."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """What such a spec is, in a few words (the error for a spec that no source takes lists them)."""
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A builtin corpus: a function making its text offline, a short description, and what else the
+    text depends on (recorded in its fingerprint beside the text's sha256)."""
+    text: Callable[[], str]
+    about: str
+    pins: Callable[[], dict[str, str]] = dict
+
+
+def _builtin_python_docs() -> str:
+    """The English text of the Python reference documentation that ships with CPython."""
+    from pydoc_data import topics
+    return "\n\n".join(topics.topics[k].strip("\n") for k in sorted(topics.topics)) + "\n"
+
+
+def _python_version() -> dict[str, str]:
+    return {"python": sys.version.split()[0]}
+
+
+# spec -> builtin: a new builtin corpus is one entry here
+BUILTIN_TEXTS: dict[str, Builtin] = {
+    "builtin:python-docs": Builtin(_builtin_python_docs, "the Python reference documentation, from CPython",
+                                   _python_version),
+}
+BUILTINS = tuple(BUILTIN_TEXTS)    # the builtin specs, as older code imports them
+
+
+class BuiltinSource(CorpusSource):
+    """``builtin:NAME``: a text of :data:`BUILTIN_TEXTS`, split by ``data.split``."""
+
+    def matches(self, spec: str, root: Path) -> bool:
+        return spec.startswith("builtin:")
+
+    def _builtin(self, spec: str) -> Builtin:
+        try:
+            return BUILTIN_TEXTS[spec]
+        except KeyError:
+            raise SeqlabError(f"data.corpus: unknown builtin {spec!r}; available: {', '.join(BUILTIN_TEXTS)}") from None
+
+    def fingerprint(self, spec, sha256, root, stats):
+        b = self._builtin(spec)
+        return {spec: sha256_of([b.text().encode("utf-8")]), **b.pins()}
+
+    def open(self, spec, fractions, sha256, root, block_bytes):
+        file = scan(spec, data=self._builtin(spec).text().encode("utf-8"), block_bytes=block_bytes)
+        return _split_one_file(file, fractions, spec, spec)
+
+    def describe(self) -> str:
+        return f"a builtin ({', '.join(BUILTIN_TEXTS)})"
+
+
+class UrlSource(CorpusSource):
+    """``https://...``: pinned by ``data.sha256`` (its fingerprint, so nothing is fetched to
+    fingerprint it), downloaded once and checked, split by ``data.split``."""
+
+    def matches(self, spec: str, root: Path) -> bool:
+        return spec.startswith("https://")
+
+    @staticmethod
+    def _pin(sha256: str | None) -> str:
         if not sha256:
             raise SeqlabError("data.sha256: required when data.corpus is an https URL")
-        path = _download(spec, sha256, root / "data" / "downloads")
-        file = _checked(scan(spec, path, block_bytes=block_bytes))
-        return CorpusText(split_file(file, fractions, spec), spec, file.hygiene)
-    path = _local(spec, root)
-    if path.is_dir():
+        return sha256
+
+    def fingerprint(self, spec, sha256, root, stats):
+        return {spec: self._pin(sha256).lower()}
+
+    def open(self, spec, fractions, sha256, root, block_bytes):
+        path = _download(spec, self._pin(sha256), root / "data" / "downloads")
+        return _split_one_file(scan(spec, path, block_bytes=block_bytes), fractions, spec, spec)
+
+    def describe(self) -> str:
+        return "an https URL (with data.sha256)"
+
+
+def _local_path(spec: str, root: Path) -> Path:
+    return (root / spec) if not Path(spec).is_absolute() else Path(spec)
+
+
+class FolderSource(CorpusSource):
+    """A folder holding ``train.txt``, ``valid.txt`` and ``test.txt``: the splits as given."""
+
+    def matches(self, spec: str, root: Path) -> bool:
+        return "://" not in spec and _local_path(spec, root).is_dir()
+
+    def fingerprint(self, spec, sha256, root, stats):
+        path = _local_path(spec, root)
+        return {f"{s}.txt": _file_sha256(path / f"{s}.txt", stats) for s in SPLITS if (path / f"{s}.txt").is_file()}
+
+    def open(self, spec, fractions, sha256, root, block_bytes):
+        path = _local_path(spec, root)
         missing = [f"{s}.txt" for s in SPLITS if not (path / f"{s}.txt").is_file()]
         if missing:
             raise SeqlabError(f"{path}: a corpus folder needs train.txt, valid.txt and test.txt; "
@@ -198,8 +315,58 @@ def open_corpus(spec: str, fractions: list[float], sha256: str | None = None, ro
                  for s in SPLITS}
         splits = {s: SplitText(s, f, 0, f.chars) for s, f in files.items()}
         return CorpusText(splits, str(spec), _summed([f.hygiene for f in files.values()]))
-    file = _checked(scan(str(path), path, block_bytes=block_bytes))
-    return CorpusText(split_file(file, fractions, str(path)), str(spec), file.hygiene)
+
+    def describe(self) -> str:
+        return "a folder (with train.txt, valid.txt and test.txt)"
+
+
+class TextFileSource(CorpusSource):
+    """A UTF-8 text file, split by ``data.split``."""
+
+    def matches(self, spec: str, root: Path) -> bool:
+        return "://" not in spec and _local_path(spec, root).is_file()
+
+    def fingerprint(self, spec, sha256, root, stats):
+        path = _local_path(spec, root)
+        return {path.name: _file_sha256(path, stats)}
+
+    def open(self, spec, fractions, sha256, root, block_bytes):
+        path = _local_path(spec, root)
+        return _split_one_file(scan(str(path), path, block_bytes=block_bytes), fractions, str(path), str(spec))
+
+    def describe(self) -> str:
+        return "a text file"
+
+
+# every kind of data.corpus, tried in order: a new kind is one entry here
+SOURCES: tuple[CorpusSource, ...] = (BuiltinSource(), UrlSource(), FolderSource(), TextFileSource())
+
+
+def source_for(spec: str, root: Path = Path(".")) -> CorpusSource:
+    """The first source of :data:`SOURCES` that takes ``spec``; SeqlabError naming what would do."""
+    for source in SOURCES:
+        if source.matches(spec, root):
+            return source
+    if "://" in spec:
+        raise SeqlabError(f"data.corpus: {spec!r}: only https:// URLs are supported")
+    kinds = [s.describe() for s in SOURCES]
+    raise SeqlabError(f"data.corpus: {spec!r} is neither {', '.join(kinds[:-1])} nor {kinds[-1]}")
+
+
+# --- what other modules call --------------------------------------------------------------------
+
+def fingerprint(spec: str, sha256: str | None = None, root: Path = Path("."), stats: dict | None = None) -> dict:
+    """What the corpus ``spec`` holds, as ``{"source", "files": {name: sha256}}``: the builtin's text,
+    a file's or a folder's three files' bytes, an URL's pinned sha256. ``stats``: see
+    :func:`_file_sha256` (updated in place). Errors like :func:`load_corpus`'s."""
+    stats = {} if stats is None else stats
+    return {"source": spec, "files": source_for(spec, root).fingerprint(spec, sha256, root, stats)}
+
+
+def open_corpus(spec: str, fractions: list[float], sha256: str | None = None, root: Path = Path("."),
+                block_bytes: int = BLOCK_BYTES) -> CorpusText:
+    """Scan ``data.corpus`` (every file read once, checked and indexed) and say where each split lies."""
+    return source_for(spec, root).open(spec, fractions, sha256, root, block_bytes)
 
 
 def load_corpus(spec: str, fractions: list[float], sha256: str | None = None,

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.corpus import SPLITS, CorpusText, open_corpus
+from pipeline.data.corpus import CorpusText, open_corpus
 from pipeline.data.loss_mask import line_end_id, marker_ids, scored_chars, scored_mask
 from pipeline.data.prepared import finish_hash
+from pipeline.data.splits import SPLITS
 from pipeline.data.text_blocks import BLOCK_BYTES
 from pipeline.data.tokenizers import Tokenizer, learn_tokenizer
 from pipeline.data.vocab_layout import UNK_ID

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.corpus import SPLITS
+from pipeline.data.splits import SPLITS
 from pipeline.errors import SeqlabError
 from pipeline.io import read_json
 from pipeline.data.tokenizers import Tokenizer, load_tokenizer
