@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the vocabulary of a models/<arch> folder (default: %(default)s)")
     args = ap.parse_args(argv)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pipeline.stage import quiet_tensorflow
+    quiet_tensorflow(os.environ)
     from pipeline.errors import SeqlabError
     from pipeline.tracking.pyfunc import DEFAULTS, open_text_generator
     from pipeline.tracking.requests import RequestError, parse_requests
