@@ -6,6 +6,15 @@ XLA on the step where it applies, AdamW with global-norm clipping and a warm-up 
 the Keras progress bar, a checkpoint after every epoch (resumed after an interruption when the
 configuration is unchanged), and a clear error on the first non-finite loss.
 
+:func:`train_model` runs as named phases, each short enough to read whole:
+
+1. :func:`set_up`: the strategy, the seed, the dtype policy and XLA, before any model exists;
+2. :meth:`TrainingRun.build`: the model and its optimizer under the strategy's scope, the disk check;
+3. :meth:`TrainingRun.restore`: the resume from the checkpoint (on every worker, the chief's);
+4. :meth:`TrainingRun.compiled_steps`: the compiled step (:meth:`TrainingRun.replica_step`), n steps per call;
+5. :meth:`TrainingRun.validation`: the validation loss;
+6. :meth:`TrainingRun.train`: the epoch loop (:meth:`~TrainingRun.run_epoch`, :meth:`~TrainingRun.end_epoch`).
+
 Under tf.distribute (see ``README.md``, "Several GPUs or machines"):
 
 - ``train.batch_size`` is the *global* batch: each of the R replicas gets ``batch_size / R`` rows
@@ -30,7 +39,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,11 +50,10 @@ from pipeline.disk import require_free  # check only
 from pipeline.errors import DivergenceError, SeqlabError
 from pipeline.config.params import TrainParams
 from pipeline.models.family import ModelParams
-from pipeline.models.registry import family_of
+from pipeline.models.catalog import family_of
 from pipeline.training.checkpoint import Checkpoint, fingerprint
 from pipeline.training.optimizer import apply_aggregated, make_optimizer
 from pipeline.training.runtime import is_chief, resolve_jit, resolve_precision, resolve_strategy
-
 
 
 @dataclass
@@ -124,6 +132,328 @@ def mask_density(mask: np.ndarray, block: int = 1 << 24) -> float:
     return scored / len(mask)
 
 
+def _check_losses(losses: np.ndarray, epoch: int, done: int, cfg: TrainParams) -> None:
+    """The first non-finite training loss stops the run. The loss is all-reduced, so every worker
+    sees the same values and stops at the same step."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        global_step = epoch * cfg.steps_per_epoch + done + int(bad[0]) + 1
+        raise DivergenceError(
+            f"training diverged: loss is {losses[bad[0]]} at step {global_step} (epoch {epoch + 1}); "
+            f"lower train.learning_rate (now {cfg.learning_rate}) or train.clipnorm; nothing was saved "
+            "or registered")
+
+
+@dataclass(frozen=True, eq=False)
+class TrainJob:
+    """The arguments of :func:`train_model`, one field each, so that the phases share them by name."""
+    model_cfg: ModelParams
+    cfg: TrainParams
+    train_ids: np.ndarray
+    valid_ids: np.ndarray
+    vocab_size: int
+    data_hash: str
+    seed: int
+    checkpoint_dir: Path
+    build_model: Callable
+    on_epoch: Callable[[dict], None] | None = None
+    train_mask: np.ndarray | None = None
+    valid_mask: np.ndarray | None = None
+
+    def check_inputs(self) -> float:
+        """Refuse bad inputs before anything is built. Returns the fraction of the train tokens that
+        the loss mask scores (1.0 without a mask), which scales each batch's masked loss."""
+        check_length(self.train_ids, self.cfg.seq_len, "data/prepared/train.npy")
+        pairs = ((self.train_mask, self.train_ids), (self.valid_mask, self.valid_ids))
+        if (self.train_mask is None) != (self.valid_mask is None) or any(
+                m is not None and len(m) != len(i) for m, i in pairs):
+            raise SeqlabError("loss masks: expected one mask value per token of both the train and the valid split")
+        return mask_density(self.train_mask) if self.train_mask is not None else 1.0
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where and how the steps run, resolved by :func:`set_up` before any model exists."""
+    strategy: object
+    precision: str      # the Keras dtype policy: float32, mixed_bfloat16 or mixed_float16
+    jit: bool           # XLA on the step
+    multi_worker: bool
+    chief: bool         # writes the checkpoint, prints progress and calls on_epoch
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+    @property
+    def settings(self) -> dict:
+        return {"precision": self.precision, "jit_compile": self.jit, "strategy": type(self.strategy).__name__,
+                "replicas": self.replicas}
+
+    def say(self, *args, **kwargs) -> None:
+        """``print`` on the chief only: the other workers of a multi-worker run print the same lines."""
+        if self.chief:
+            print(*args, **kwargs)
+
+
+def set_up(job: TrainJob) -> Setup:
+    """Phase 1: the strategy, the seed, the dtype policy and XLA, in this order and before the model.
+
+    MultiWorkerMirroredStrategy configures the collective runtime, so it comes before any other TF
+    op; the seed comes before any weight or dropout RNG state is drawn."""
+    import keras
+    import tensorflow as tf
+    cfg = job.cfg
+    strategy = resolve_strategy(cfg.distribute)
+    keras.utils.set_random_seed(job.seed)
+    family = family_of(job.model_cfg)
+    precision = resolve_precision(cfg.precision, family)
+    keras.mixed_precision.set_dtype_policy(precision)
+    jit = resolve_jit(cfg.jit_compile, family)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    setup = Setup(strategy, precision, jit, multi_worker, is_chief() if multi_worker else True)
+    if cfg.batch_size % setup.replicas:
+        raise SeqlabError(f"train.batch_size={cfg.batch_size} is not divisible by the {setup.replicas} replicas")
+    return setup
+
+
+@dataclass
+class Clock:
+    """Seconds in training steps (evaluation excluded) and the steady-state throughput, which
+    leaves out each process's first call (tracing and XLA compilation)."""
+    tokens_per_step: int
+    step_time: float            # every epoch's steps, the checkpoint's epochs included
+    steps_run: int = 0          # optimizer steps run by this process
+    run_time: float = 0.0       # seconds of this process's epochs
+    steady_tokens: int = 0
+    steady_time: float = 0.0
+    first_call: bool = True
+
+    def call(self, n: int, seconds: float) -> None:
+        """One call of the compiled step that ran ``n`` steps in ``seconds``."""
+        if not self.first_call:
+            self.steady_tokens, self.steady_time = self.steady_tokens + n * self.tokens_per_step, self.steady_time + seconds
+        self.first_call = False
+        self.steps_run += n
+
+    def epoch(self, seconds: float) -> None:
+        self.step_time += seconds
+        self.run_time += seconds
+
+    def tokens_per_second(self, epochs: int, steps_per_epoch: int) -> float:
+        """Steady state; after a single call, that call; resumed after the last epoch, the checkpoint's ``epochs``."""
+        tokens, seconds = self.steady_tokens, self.steady_time
+        if seconds == 0:  # a single call in all: no steady state to measure
+            if self.steps_run:
+                tokens, seconds = self.tokens_per_step * self.steps_run, self.run_time
+            else:
+                tokens, seconds = self.tokens_per_step * steps_per_epoch * epochs, self.step_time
+        return tokens / max(seconds, 1e-9)
+
+
+@dataclass(eq=False)
+class TrainingRun:
+    """What the phases after :func:`set_up` share: the model, its optimizer, its checkpoint and the
+    history so far (the checkpoint's, once restored)."""
+    job: TrainJob
+    setup: Setup
+    density: float      # see TrainJob.check_inputs
+    model: object
+    optimizer: object
+    ckpt: Checkpoint
+    model_vars: list    # model.variables: the weights plus the dropout RNG states, so a resumed run draws the same masks
+    opt_vars: list
+    history: list[dict] = field(default_factory=list)
+    start_epoch: int = 0
+
+    @property
+    def cfg(self) -> TrainParams:
+        return self.job.cfg
+
+    @classmethod
+    def build(cls, job: TrainJob, setup: Setup, density: float) -> TrainingRun:
+        """Phase 2: the model and its optimizer under the strategy's scope, and their checkpoint.
+
+        Stops before the first step when the disk cannot hold a checkpoint (the weights and the
+        optimizer's variables), written beside the previous one before it replaces it, and the saved
+        network (the weights once more)."""
+        cfg = job.cfg
+        with setup.strategy.scope():
+            model = job.build_model(job.model_cfg, job.vocab_size, cfg.seq_len)
+            optimizer = make_optimizer(cfg, cfg.epochs * cfg.steps_per_epoch, setup.precision)
+            optimizer.build(model.trainable_variables)
+        model_vars, opt_vars = list(model.variables), list(optimizer.variables)
+        weight_bytes = 4.0 * sum(int(np.prod(v.shape)) for v in model_vars + opt_vars)
+        require_free(job.checkpoint_dir, 2 * weight_bytes + 4.0 * model.count_params(),
+                     "training (checkpoints, the saved network)")
+        ckpt = Checkpoint(job.checkpoint_dir, fingerprint(job.model_cfg, cfg, job.vocab_size, job.data_hash, job.seed,
+                                                          setup.precision))
+        return cls(job, setup, density, model, optimizer, ckpt, model_vars, opt_vars)
+
+    def restore(self) -> None:
+        """Phase 3: resume after the checkpoint's epoch when it matches this configuration and model.
+
+        Under MultiWorkerMirroredStrategy every worker takes the chief's epoch and variables, or
+        the collectives deadlock; only the chief reads the file."""
+        variables = self.model_vars + self.opt_vars
+        restored = self.ckpt.load() if self.setup.chief else None
+        if restored is not None:
+            meta, weights, opt_values = restored
+            shapes_ok = (len(weights) == len(self.model_vars) and len(opt_values) == len(self.opt_vars)
+                         and all(tuple(a.shape) == tuple(v.shape) for a, v in zip(weights + opt_values, variables)))
+            if shapes_ok:
+                self.history, self.start_epoch = meta["history"], meta["epoch"]
+            else:
+                print(f"ignoring the checkpoint {self.ckpt.path}: its variables do not match this model", flush=True)
+                restored = None
+        if self.setup.multi_worker:
+            self.start_epoch, weights, opt_values = _sync_workers(self.setup.strategy, self.ckpt.fp, self.start_epoch,
+                                                                  self.model_vars, self.opt_vars, restored)
+        if self.start_epoch:
+            for var, value in zip(variables, weights + opt_values):
+                var.assign(value)
+            where = self.ckpt.path if self.setup.chief else "the chief's checkpoint"
+            print(f"resuming from the checkpoint after epoch {self.start_epoch} ({where}) at step "
+                  f"{int(self.optimizer.iterations.numpy())}", flush=True)
+
+    def token_losses(self, x, y, training):
+        """Per-token cross-entropy, in float32 whatever the dtype policy."""
+        import tensorflow as tf
+        logits = self.model(x, training=training)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
+
+    def replica_step(self) -> Callable:
+        """One replica's step on its ``batch_size / replicas`` rows: the loss (its share of the
+        global-batch mean), the gradient, and the update through :func:`apply_aggregated`. A masked
+        batch's loss is its masked losses' sum over ``seq_len x density``."""
+        import tensorflow as tf
+        cfg, optimizer, variables = self.cfg, self.optimizer, self.model.trainable_variables
+
+        def grads_of(x, y, w=None):
+            with tf.GradientTape() as tape:
+                per_token = self.token_losses(x, y, True)
+                if w is None:
+                    per_example = tf.reduce_mean(per_token, axis=-1)
+                else:
+                    per_example = tf.reduce_sum(per_token * w, axis=-1) / (cfg.seq_len * self.density)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=cfg.batch_size)
+                scaled = optimizer.scale_loss(loss)  # x the dynamic loss scale under mixed_float16, else as is
+            return loss, tape.gradient(scaled, variables)
+
+        # XLA compiles the whole step on one replica; with several, the all-reduce and the optimizer's
+        # merge_call stay outside it
+        grads_fn = grads_of if self.setup.replicas == 1 else tf.function(grads_of, jit_compile=self.setup.jit)
+
+        def step(*batch):
+            loss, grads = grads_fn(*batch)
+            apply_aggregated(optimizer, grads, variables)
+            return loss
+        return tf.function(step, jit_compile=self.setup.jit) if self.setup.replicas == 1 else step
+
+    def compiled_steps(self) -> Callable:
+        """Phase 4: ``run_steps(iterator, n)`` runs n steps through ``strategy.run`` in one
+        tf.function call (no host round trip per step) and returns their global-batch mean losses."""
+        import tensorflow as tf
+        strategy, replica_step = self.setup.strategy, self.replica_step()
+
+        @tf.function
+        def run_steps(iterator, n):
+            losses = tf.TensorArray(tf.float32, size=n)
+            for i in tf.range(n):
+                batch = next(iterator)   # (x, y), or (x, y, weights) with a loss mask
+                per_replica = strategy.run(replica_step, args=tuple(batch))
+                # the sum of the replicas' shares of the global-batch mean is the global-batch mean
+                losses = losses.write(i, strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
+            return losses.stack()
+        return run_steps
+
+    def validation(self) -> Callable[[], float]:
+        """Phase 5: ``valid_loss()``, the exact mean loss over the first ``eval_tokens`` validation
+        targets (over the masked ones with a loss mask), in batches of ``batch_size``."""
+        import tensorflow as tf
+        cfg = self.cfg
+        vx, vy, vw = eval_windows(self.job.valid_ids, cfg.seq_len, cfg.eval_tokens, self.job.valid_mask)
+        if vw is None:
+            vw = np.ones(vy.shape, np.float32)
+        elif not vw.any():
+            raise SeqlabError(f"the loss mask scores none of the first {cfg.eval_tokens} validation tokens that "
+                              "train.eval_tokens covers; raise train.eval_tokens")
+
+        @tf.function(jit_compile=self.setup.jit)
+        def eval_loss(x, y, w):   # (sum of the weighted losses, sum of the weights)
+            return tf.reduce_sum(self.token_losses(x, y, False) * w), tf.reduce_sum(w)
+
+        def valid_loss() -> float:
+            total, n = 0.0, 0.0
+            for i in range(0, len(vx), cfg.batch_size):
+                s, c = eval_loss(*(tf.constant(a[i:i + cfg.batch_size]) for a in (vx, vy, vw)))
+                total, n = total + float(s), n + float(c)
+            return total / n
+        return valid_loss
+
+    def train(self, run_steps: Callable, valid_loss: Callable[[], float]) -> Clock:
+        """Phase 6, the epoch loop, from the first epoch the checkpoint lacks: each epoch's steps,
+        its history row and line, then the checks and the checkpoint."""
+        cfg = self.cfg
+        clock = Clock(cfg.batch_size * cfg.seq_len, step_time=sum(h["seconds"] for h in self.history))
+        for epoch in range(self.start_epoch, cfg.epochs):
+            losses, lr, seconds = self.run_epoch(epoch, run_steps, clock)
+            clock.epoch(seconds)
+            step = (epoch + 1) * cfg.steps_per_epoch
+            row = {"epoch": epoch + 1, "step": step, "tokens_seen": step * clock.tokens_per_step,
+                   "train_seconds": clock.step_time, "train_loss": float(np.mean(losses)), "valid_loss": valid_loss(),
+                   "learning_rate": lr, "seconds": seconds,
+                   "tokens_per_second": clock.tokens_per_step * cfg.steps_per_epoch / seconds}
+            row["valid_bits_per_token"] = row["valid_loss"] / math.log(2)
+            self.history.append(row)
+            self.setup.say(f"epoch {row['epoch']}/{cfg.epochs}: train_loss {row['train_loss']:.4f} "
+                           f"valid_loss {row['valid_loss']:.4f} ({row['tokens_per_second']:.0f} tokens/s)", flush=True)
+            self.end_epoch(row)
+        return clock
+
+    def run_epoch(self, epoch: int, run_steps: Callable, clock: Clock) -> tuple[list[float], float, float]:
+        """One epoch's steps, ``steps_per_execution`` per call, under the progress bar. Returns their
+        losses, the learning rate after them and the epoch's seconds."""
+        import keras
+        import tensorflow as tf
+        cfg, job = self.cfg, self.job
+        dataset = self.setup.strategy.distribute_datasets_from_function(
+            functools.partial(train_dataset, job.train_ids, cfg.seq_len, cfg.batch_size, cfg.steps_per_epoch,
+                              job.seed, epoch, mask=job.train_mask))
+        iterator = iter(dataset)
+        bar = keras.utils.Progbar(cfg.steps_per_epoch, stateful_metrics=["loss", "lr"],
+                                  verbose=1 if self.setup.chief else 0)
+        done, epoch_losses, t_epoch = 0, [], time.perf_counter()
+        while done < cfg.steps_per_epoch:
+            n = min(cfg.steps_per_execution, cfg.steps_per_epoch - done)
+            t_call = time.perf_counter()
+            losses = run_steps(iterator, tf.constant(n)).numpy()
+            clock.call(n, time.perf_counter() - t_call)
+            _check_losses(losses, epoch, done, cfg)
+            done += n
+            epoch_losses.extend(losses.tolist())
+            lr = float(self.optimizer.learning_rate)  # the schedule's value at the current iteration
+            bar.update(done, values=[("loss", float(np.mean(losses))), ("lr", lr)])
+        return epoch_losses, lr, time.perf_counter() - t_epoch
+
+    def end_epoch(self, row: dict) -> None:
+        """The checks that the losses did not show, then ``on_epoch`` and the checkpoint: on the chief
+        only, as the other workers hold the same values."""
+        weights = [v.numpy() for v in self.model_vars]
+        _check_finite(row, weights, self.model_vars, self.cfg)   # before anything is logged or saved
+        if self.setup.chief:
+            if self.job.on_epoch is not None:
+                self.job.on_epoch(row)
+            self.ckpt.save({"epoch": row["epoch"], "history": self.history}, weights,
+                           [v.numpy() for v in self.opt_vars])
+
+    def result(self, clock: Clock) -> TrainResult:
+        cfg = self.cfg
+        return TrainResult(model=self.model, history=self.history, train_seconds=clock.step_time,
+                           tokens_per_second=clock.tokens_per_second(len(self.history), cfg.steps_per_epoch),
+                           steps=cfg.epochs * cfg.steps_per_epoch, resumed_from_epoch=self.start_epoch,
+                           settings=self.setup.settings, steps_run=clock.steps_run, is_chief=self.setup.chief)
+
+
 def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.ndarray, valid_ids: np.ndarray,
                 vocab_size: int, data_hash: str, seed: int, checkpoint_dir: Path,
                 build_model: Callable, on_epoch: Callable[[dict], None] | None = None,
@@ -133,182 +463,11 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
     its masked targets' losses over ``batch x seq_len x`` the train mask's density, so it averages
     the scored targets in expectation and needs no all-reduce of the weights under tf.distribute;
     the validation loss is the exact mean over the masked targets."""
-    import keras
-    import tensorflow as tf
-
-    cfg = train_cfg
-    check_length(train_ids, cfg.seq_len, "data/prepared/train.npy")
-    if (train_mask is None) != (valid_mask is None) or any(
-            m is not None and len(m) != len(i) for m, i in ((train_mask, train_ids), (valid_mask, valid_ids))):
-        raise SeqlabError("loss masks: expected one mask value per token of both the train and the valid split")
-    density = mask_density(train_mask) if train_mask is not None else 1.0
-    # MultiWorkerMirroredStrategy configures the collective runtime: before any other TF op
-    strategy = resolve_strategy(cfg.distribute)
-    keras.utils.set_random_seed(seed)
-    family = family_of(model_cfg)
-    precision = resolve_precision(cfg.precision, family)
-    keras.mixed_precision.set_dtype_policy(precision)
-    jit = resolve_jit(cfg.jit_compile, family)
-    replicas = strategy.num_replicas_in_sync
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    chief = is_chief() if multi_worker else True
-    if cfg.batch_size % replicas:
-        raise SeqlabError(f"train.batch_size={cfg.batch_size} is not divisible by the {replicas} replicas")
-    total_steps = cfg.epochs * cfg.steps_per_epoch
-    settings = {"precision": precision, "jit_compile": jit, "strategy": type(strategy).__name__,
-                "replicas": replicas}
-    say = print if chief else (lambda *a, **k: None)
-
-    with strategy.scope():
-        model = build_model(model_cfg, vocab_size, cfg.seq_len)
-        optimizer = make_optimizer(cfg, total_steps, precision)
-        optimizer.build(model.trainable_variables)
-    # model.variables: the weights plus the dropout RNG states, so a resumed run draws the same masks
-    model_vars, opt_vars = list(model.variables), list(optimizer.variables)
-
-    # a checkpoint holds the weights and the optimizer's variables, written next to the previous one
-    # before it replaces it; the saved network holds the weights once more
-    weight_bytes = 4.0 * sum(int(np.prod(v.shape)) for v in model_vars + opt_vars)
-    require_free(checkpoint_dir, 2 * weight_bytes + 4.0 * model.count_params(), "training (checkpoints, the saved network)")
-    ckpt = Checkpoint(checkpoint_dir, fingerprint(model_cfg, cfg, vocab_size, data_hash, seed, precision))
-    history: list[dict] = []
-    start_epoch = 0
-    restored = ckpt.load() if chief else None
-    if restored is not None:
-        meta, weights, opt_values = restored
-        shapes_ok = (len(weights) == len(model_vars) and len(opt_values) == len(opt_vars)
-                     and all(tuple(a.shape) == tuple(v.shape) for a, v in zip(weights + opt_values,
-                                                                              model_vars + opt_vars)))
-        if shapes_ok:
-            history, start_epoch = meta["history"], meta["epoch"]
-        else:
-            print(f"ignoring the checkpoint {ckpt.path}: its variables do not match this model", flush=True)
-            restored = None
-    if multi_worker:  # every worker must start from the chief's state, or the collectives deadlock
-        start_epoch, weights, opt_values = _sync_workers(strategy, ckpt.fp, start_epoch, model_vars, opt_vars,
-                                                         restored)
-    if start_epoch:
-        for var, value in zip(model_vars + opt_vars, weights + opt_values):
-            var.assign(value)
-        where = ckpt.path if chief else "the chief's checkpoint"
-        print(f"resuming from the checkpoint after epoch {start_epoch} ({where}) at step "
-              f"{int(optimizer.iterations.numpy())}", flush=True)
-
-    def token_losses(x, y, training):
-        logits = model(x, training=training)
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
-
-    def loss_of(x, y, training, w=None):
-        per_token = token_losses(x, y, training)
-        if w is None:
-            return tf.reduce_mean(per_token, axis=-1)  # per example
-        return tf.reduce_sum(per_token * w, axis=-1) / (cfg.seq_len * density)
-
-    variables = model.trainable_variables
-
-    def grads_of(x, y, w=None):
-        # x, y: this replica's batch_size / replicas rows; the mean is over the global batch
-        with tf.GradientTape() as tape:
-            loss = tf.nn.compute_average_loss(loss_of(x, y, True, w), global_batch_size=cfg.batch_size)
-            scaled = optimizer.scale_loss(loss)  # x the dynamic loss scale under mixed_float16, else as is
-        return loss, tape.gradient(scaled, variables)
-
-    if replicas == 1:
-        def step(*batch):
-            loss, grads = grads_of(*batch)
-            apply_aggregated(optimizer, grads, variables)
-            return loss
-        replica_step = tf.function(step, jit_compile=jit)
-    else:  # the all-reduce and the optimizer's merge_call stay outside XLA
-        grads_fn = tf.function(grads_of, jit_compile=jit)
-
-        def replica_step(*batch):
-            loss, grads = grads_fn(*batch)
-            apply_aggregated(optimizer, grads, variables)
-            return loss
-
-    @tf.function
-    def run_steps(iterator, n):
-        losses = tf.TensorArray(tf.float32, size=n)
-        for i in tf.range(n):
-            batch = next(iterator)   # (x, y), or (x, y, weights) with a loss mask
-            per_replica = strategy.run(replica_step, args=tuple(batch))
-            # the sum of the replicas' shares of the global-batch mean is the global-batch mean
-            losses = losses.write(i, strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
-        return losses.stack()
-
-    vx, vy, vw = eval_windows(valid_ids, cfg.seq_len, cfg.eval_tokens, valid_mask)
-    if vw is None:
-        vw = np.ones(vy.shape, np.float32)
-    elif not vw.any():
-        raise SeqlabError(f"the loss mask scores none of the first {cfg.eval_tokens} validation tokens that "
-                          "train.eval_tokens covers; raise train.eval_tokens")
-
-    @tf.function(jit_compile=jit)
-    def eval_loss(x, y, w):   # (sum of the weighted losses, sum of the weights)
-        return tf.reduce_sum(token_losses(x, y, False) * w), tf.reduce_sum(w)
-
-    def valid_loss() -> float:
-        total, n = 0.0, 0.0
-        for i in range(0, len(vx), cfg.batch_size):
-            s, c = eval_loss(*(tf.constant(a[i:i + cfg.batch_size]) for a in (vx, vy, vw)))
-            total, n = total + float(s), n + float(c)
-        return total / n
-
-    step_time = sum(h["seconds"] for h in history)  # time in training steps, evaluation excluded
-    # steady-state throughput leaves out each process's first call (tracing and XLA compilation)
-    steady_tokens, steady_time, first_call = 0, 0.0, True
-    tokens_per_step = cfg.batch_size * cfg.seq_len
-    steps_run, run_time = 0, 0.0  # in this process
-    for epoch in range(start_epoch, cfg.epochs):
-        dataset = strategy.distribute_datasets_from_function(
-            functools.partial(train_dataset, train_ids, cfg.seq_len, cfg.batch_size, cfg.steps_per_epoch,
-                              seed, epoch, mask=train_mask))
-        iterator = iter(dataset)
-        bar = keras.utils.Progbar(cfg.steps_per_epoch, stateful_metrics=["loss", "lr"], verbose=1 if chief else 0)
-        done, epoch_losses, t_epoch = 0, [], time.perf_counter()
-        while done < cfg.steps_per_epoch:
-            n = min(cfg.steps_per_execution, cfg.steps_per_epoch - done)
-            t_call = time.perf_counter()
-            losses = run_steps(iterator, tf.constant(n)).numpy()
-            if not first_call:
-                steady_tokens, steady_time = steady_tokens + n * tokens_per_step, steady_time + time.perf_counter() - t_call
-            first_call = False
-            # the loss is all-reduced: every worker sees the same values and stops at the same step
-            bad = np.flatnonzero(~np.isfinite(losses))
-            if bad.size:
-                global_step = epoch * cfg.steps_per_epoch + done + int(bad[0]) + 1
-                raise DivergenceError(
-                    f"training diverged: loss is {losses[bad[0]]} at step {global_step} (epoch {epoch + 1}); "
-                    f"lower train.learning_rate (now {cfg.learning_rate}) or train.clipnorm; nothing was saved "
-                    "or registered")
-            done += n
-            steps_run += n
-            epoch_losses.extend(losses.tolist())
-            lr = float(optimizer.learning_rate)  # the schedule's value at the current iteration
-            bar.update(done, values=[("loss", float(np.mean(losses))), ("lr", lr)])
-        seconds = time.perf_counter() - t_epoch
-        step_time += seconds
-        run_time += seconds
-        step = (epoch + 1) * cfg.steps_per_epoch
-        row = {"epoch": epoch + 1, "step": step, "tokens_seen": step * tokens_per_step,
-               "train_seconds": step_time, "train_loss": float(np.mean(epoch_losses)), "valid_loss": valid_loss(),
-               "learning_rate": lr, "seconds": seconds, "tokens_per_second": tokens_per_step * done / seconds}
-        row["valid_bits_per_token"] = row["valid_loss"] / math.log(2)
-        history.append(row)
-        say(f"epoch {row['epoch']}/{cfg.epochs}: train_loss {row['train_loss']:.4f} "
-            f"valid_loss {row['valid_loss']:.4f} ({row['tokens_per_second']:.0f} tokens/s)", flush=True)
-        weights = [v.numpy() for v in model_vars]
-        _check_finite(row, weights, model_vars, cfg)   # before anything is logged or saved
-        if chief:  # the other workers hold the same values; only the chief writes and logs
-            if on_epoch is not None:
-                on_epoch(row)
-            ckpt.save({"epoch": epoch + 1, "history": history}, weights, [v.numpy() for v in opt_vars])
-    if steady_time == 0:  # a single call in all: no steady state to measure
-        if steps_run:
-            steady_tokens, steady_time = tokens_per_step * steps_run, run_time
-        else:  # resumed after the last epoch: the checkpoint's epochs
-            steady_tokens, steady_time = tokens_per_step * cfg.steps_per_epoch * len(history), step_time
-    return TrainResult(model=model, history=history, train_seconds=step_time,
-                       tokens_per_second=steady_tokens / max(steady_time, 1e-9), steps=total_steps,
-                       resumed_from_epoch=start_epoch, settings=settings, steps_run=steps_run, is_chief=chief)
+    job = TrainJob(model_cfg, train_cfg, train_ids, valid_ids, vocab_size, data_hash, seed, checkpoint_dir,
+                   build_model, on_epoch, train_mask, valid_mask)
+    density = job.check_inputs()
+    run = TrainingRun.build(job, set_up(job), density)
+    run.restore()
+    run_steps = run.compiled_steps()
+    clock = run.train(run_steps, run.validation())
+    return run.result(clock)
