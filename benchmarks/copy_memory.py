@@ -63,7 +63,7 @@ def family_cfg(family: str, budget: int, span: int, vocab: int, seq_len: int, ke
     16, one layer), with a receptive field of at least ``span`` tokens for a convolution (dilations
     1, 2, 4, ... of kernels of ``kernel_size`` >= 2)."""
     from pipeline.models import build_model, count_parameters
-    from pipeline.models.registry import get_family
+    from pipeline.models.catalog import get_family
     params = get_family(family).params
     known = {f.name for f in dataclasses.fields(params)}
     attention = "heads" in known               # its width is the embedding's; two layers of two heads
@@ -187,7 +187,7 @@ def main() -> None:
         return
     from pipeline.data.prepare import prepare_corpus
     from pipeline.data.prepared import load_prepared
-    from pipeline.models.registry import builtin_families
+    from pipeline.models.catalog import builtin_families
     families = args.family or list(builtin_families())
 
     def rows():

@@ -84,7 +84,7 @@ def benchmark(folder: Path, batches, tokens: int, prompt, settings: dict, peak: 
     from pipeline.generation.compiled import CompiledDecoder
     from pipeline.generation.decoding import generate
     from pipeline.models.network import load_network
-    from pipeline.models.registry import family_of
+    from pipeline.models.catalog import family_of
 
     network = load_network(folder)
     family = family_of(network.cfg)

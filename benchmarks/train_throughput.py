@@ -42,7 +42,7 @@ def main() -> None:
 
     from pipeline.config.params import TrainParams
     from pipeline.models import build_model
-    from pipeline.models.registry import builtin_families, get_family
+    from pipeline.models.catalog import builtin_families, get_family
     from pipeline.training.loop import train_model
 
     ids = np.random.default_rng(0).integers(2, args.vocab, 400_000).astype(np.int32)

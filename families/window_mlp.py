@@ -5,9 +5,12 @@ included), concatenated: y = b + W x + U tanh(d + H x). Written as a sequence mo
 concatenation times H is a causal convolution of width ``context`` over the embeddings, so one call
 scores every position of a window. ``direct: true`` adds the paper's direct connections W x.
 
-A complete example of a family from outside ``pipeline/`` (README, "Add your own model"): its own
-validated parameters, its Keras model, a stepper, its scoring protocol; seqlab asks the family for
-everything else and falls back to the defaults of ``pipeline.models.family.Family``.
+A complete example of a family from outside ``pipeline/`` (docs/models.md, "Add your own model"):
+its own validated parameters, its network (``window_mlp_net.py``: a ``SequenceModel`` whose
+forward pass is written once, in ``call_with_cache``), a stepper, its scoring protocol; seqlab
+asks the family for everything else and falls back to the defaults of
+``pipeline.models.family.Family``. The network lives in its own module so that importing the
+family (params.yaml is validated in every stage) does not import Keras.
 
     models:
       mlp:
@@ -44,20 +47,8 @@ class WindowMLP(Family):
                              "expected at most 1024")
 
     def build(self, cfg: WindowMLPParams, vocab_size: int, max_len: int):
-        import keras
-
-        ids = keras.Input(shape=(None,), dtype="int32", name="ids")
-        x = keras.layers.Embedding(vocab_size, cfg.embed_dim, name="embedding")(ids)
-        # H x + d over the window [t - context + 1, t]: causal padding puts zeros before the stream start
-        h = keras.layers.Conv1D(cfg.hidden, cfg.context, padding="causal", activation="tanh", name="hidden")(x)
-        if cfg.dropout > 0:
-            h = keras.layers.Dropout(cfg.dropout, name="dropout")(h)
-        logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(h)
-        if cfg.direct:
-            direct = keras.layers.Conv1D(vocab_size, cfg.context, padding="causal", use_bias=False,
-                                         dtype="float32", name="direct")(x)
-            logits = keras.layers.Add(dtype="float32", name="logits_sum")([logits, direct])
-        return keras.Model(ids, logits, name="window_mlp_lm")
+        from families.window_mlp_net import WindowMLPNet
+        return WindowMLPNet(cfg, vocab_size, max_len).build_once()
 
     def stepper(self, model, cfg: WindowMLPParams, max_len: int):
         # The prediction sees `context` tokens: recomputing a window of context + 1 is exact, and a

@@ -15,7 +15,7 @@ from pipeline.models import build_model
 from pipeline.models.family import STREAM
 from pipeline.models.ngram import KneserNeyLM
 from pipeline.models.network import load_network
-from pipeline.models.registry import family_of
+from pipeline.models.catalog import family_of
 from pipeline.paths import DIAGNOSTICS, MODELS, NGRAM_FILE, PLOTS, PREPARED, PROVENANCE, REPORTS
 from pipeline.properties import ATTENTION_PNG, CURVES_PNG, curve_rows, plot_attention, plot_curves, write_tables
 from pipeline.scoring.diagnostics import fit_decay, measure_context, ngram_scorer, sample_targets, windows

@@ -125,7 +125,7 @@ def reference_logprobs(net, ids, stride):
     """The obvious whole-array computation: a full forward pass (stream), or every window of the plan
     scored on its own (sliding window)."""
     from pipeline.models.family import STREAM
-    from pipeline.models.registry import family_of
+    from pipeline.models.catalog import family_of
 
     stream = with_bos(ids)
     if family_of(net.cfg).protocol == STREAM:

@@ -121,16 +121,15 @@ def test_the_gradient_at_distance_0_matches_a_finite_difference():
     rng = np.random.default_rng(5)
     ctx, y = rng.integers(2, 20, (1, 9)).astype(np.int32), rng.integers(2, 20, 1).astype(np.int32)
     norm0 = probes.gradient_norms(model, ctx, y)[0]
-    emb, head = probes.split_at_embedding(model)
-    e = tf.cast(emb(ctx), tf.float32)
+    e = tf.cast(model.embed(ctx), tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(e)
-        loss = tf.reduce_sum(probes.last_position_losses(head, e, y))
+        loss = tf.reduce_sum(probes.last_position_losses(model, ctx, e, y))
     direction = tape.gradient(loss, e).numpy()
     direction[:, :-1] = 0
     direction /= np.linalg.norm(direction)        # the unit gradient at the last position
     eps = 1e-2
-    up, down = (float(tf.reduce_sum(probes.last_position_losses(head, e + s * eps * direction, y)))
+    up, down = (float(tf.reduce_sum(probes.last_position_losses(model, ctx, e + s * eps * direction, y)))
                 for s in (1, -1))
     assert (up - down) / (2 * eps) == pytest.approx(norm0, rel=2e-2)
 
@@ -157,8 +156,8 @@ def test_attention_weights_are_the_blocks_own_and_distances_are_known():
     maps = probes.attention_maps(model, ctx)
     assert len(maps) == 2 and maps[0].shape == (2, 2, 10, 10)
     assert np.allclose(maps[0].sum(-1), 1) and np.all(np.triu(maps[0], 1) == 0)   # causal rows
-    block = probes.attention_layers(model)[0]
-    x = keras.Model(model.inputs[0], block.input)(ctx)
+    block = model.blocks[0]
+    x = model.block_input(model.embed(ctx))          # the first block's input
     h = block.qkv(block.ln1(x))
     q, k, v = (block._heads(t, 10) for t in tf.split(h, 3, axis=-1))
     want = keras.ops.dot_product_attention(q, k, v, is_causal=True).numpy()      # (B, T, H, Dh)

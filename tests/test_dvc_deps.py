@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.models.registry import FAMILY_MODULES
+from pipeline.models.catalog import FAMILY_MODULES
 from tests.conftest import ROOT
 
 PACKAGES = ("pipeline", "stages", "families")

@@ -177,10 +177,10 @@ def test_mask_falls_back_to_stock(family, monkeypatch):
 def test_checkpoints_interchange_with_stock_model(family, monkeypatch):
     cfg = tiny_cfg(family, embed_dim=6, units=UNITS, layers=2, dropout=0.0, embed_init="default")
     fast_model = build_model(cfg, 11, T)
-    assert isinstance(fast_model.get_layer("rnn_0"), PAIRS[family][1])
+    assert isinstance(fast_model.rnns[0], PAIRS[family][1])
     monkeypatch.setattr(recurrent.Recurrent, "layer_class", lambda self: PAIRS[self.name][0])
     stock_model = build_model(cfg, 11, T)
-    assert type(stock_model.get_layer("rnn_0")) is PAIRS[family][0]
+    assert type(stock_model.rnns[0]) is PAIRS[family][0]
     fast_model.set_weights(stock_model.get_weights())
     ids = np.random.default_rng(2).integers(0, 11, (2, T)).astype("int32")
     _close([fast_model(ids)], [stock_model(ids)])

@@ -190,7 +190,7 @@ def test_generation_deterministic_greedy_and_no_bos(name):
 def test_generation_never_emits_bos_even_when_favoured():
     cfg = tiny_cfg("gru")
     model = build_model(cfg, VOCAB, MAX_LEN)
-    head = model.get_layer("logits")
+    head = model.head
     kernel, bias = head.get_weights()
     bias[BOS_ID] = 50.0
     head.set_weights([kernel, bias])

@@ -2,7 +2,7 @@
 import ast
 from pathlib import Path
 
-from pipeline.models.registry import FAMILY_MODULES, builtin_families
+from pipeline.models.catalog import FAMILY_MODULES, builtin_families
 from tests.conftest import ROOT
 
 CODE = [*ROOT.glob("pipeline/**/*.py"), *ROOT.glob("stages/*.py"), *ROOT.glob("benchmarks/*.py"),

@@ -7,7 +7,7 @@ keras = pytest.importorskip("keras")
 from pipeline.errors import SeqlabError  # noqa: E402
 from pipeline.models import build_model, count_parameters, make_stepper  # noqa: E402
 from pipeline.models.conv import conv_dilations, receptive_field  # noqa: E402
-from pipeline.models.registry import builtin_families, parse_model  # noqa: E402
+from pipeline.models.catalog import builtin_families, parse_model  # noqa: E402
 from pipeline.data.vocab_layout import BOS_ID  # noqa: E402
 from tests.tiny_models import tiny_cfg  # noqa: E402
 
@@ -91,7 +91,7 @@ def test_embedding_init(family):
     for init, lo, hi in (("normal", 0.9, 1.1), ("default", 0.0, 0.06)):
         cfg = tiny_cfg(family, embed_init=init, embed_dim=64, units=64, **({"heads": 4} if family == "transformer" else {}))
         model = build_model(cfg, vocab, MAX_LEN)
-        table = np.asarray(model.get_layer("embedding").embeddings)
+        table = np.asarray(model.embedding.embeddings)
         assert table.shape == (vocab, 64)
         assert lo < table.std() < hi, (family, init, table.std())
 
@@ -101,15 +101,15 @@ def test_uniform_recurrent_init_is_pytorchs(family):
     units = 400
     bound = 1 / np.sqrt(units)
     model = build_model(tiny_cfg(family, units=units, layers=2, recurrent_init="uniform"), VOCAB, MAX_LEN)
-    weights = [model.get_layer(f"rnn_{i}").cell for i in range(2)]
+    weights = [model.rnns[i].cell for i in range(2)]
     arrays = [np.asarray(w) for cell in weights for w in cell.weights] + \
-             [np.asarray(w) for w in model.get_layer("logits").weights]
+             [np.asarray(w) for w in model.head.weights]
     for a in arrays:   # every recurrent weight and bias, the output kernel and bias: U(-1/sqrt(units), ...)
         assert np.abs(a).max() <= bound and a.std() > 0.7 * bound / np.sqrt(3), a.shape
     assert len({a.tobytes() for a in arrays}) == len(arrays)      # independent draws
     default = build_model(tiny_cfg(family, units=units, layers=2), VOCAB, MAX_LEN)
     if family == "lstm":                                           # Keras's forget-gate bias of 1 is gone
-        assert np.allclose(np.asarray(default.get_layer("rnn_0").cell.bias)[units:2 * units], 1.0)
+        assert np.allclose(np.asarray(default.rnns[0].cell.bias)[units:2 * units], 1.0)
         assert np.abs(np.asarray(weights[0].bias)[units:2 * units]).max() <= bound
 
 
@@ -119,7 +119,7 @@ def test_conv_dilations_and_receptive_field():
     assert receptive_field(cfg) == 1 + 2 * 15
     assert receptive_field(tiny_cfg("conv", kernel_size=3, dilations=[1, 3])) == 1 + 2 * 4
     model = build_model(cfg, VOCAB, MAX_LEN)
-    assert sum(layer.name.startswith("block_") for layer in model.layers) == 8
+    assert len(model.blocks) == 8
     with pytest.raises(ValueError):
         build_model(tiny_cfg("conv", dilations=[]), VOCAB, MAX_LEN)
 

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.errors import SeqlabError
 from pipeline.models.family import PROTOCOLS, STREAM, WINDOW, Family, ModelParams, matmul_weights
-from pipeline.models.registry import builtin_families, code_paths, get_family, parse_model
+from pipeline.models.catalog import builtin_families, code_paths, get_family, parse_model
 from tests.conftest import ROOT
 
 EXTERNAL = "families.window_mlp:WindowMLP"
@@ -35,7 +35,7 @@ def test_compile_and_precision_policy():
 def test_importing_the_registry_and_validating_params_needs_no_keras():
     import subprocess
     code = ("import sys; from pipeline.config.params import load_params; load_params('params.yaml');"
-            "from pipeline.models.registry import get_family; get_family('families.window_mlp:WindowMLP');"
+            "from pipeline.models.catalog import get_family; get_family('families.window_mlp:WindowMLP');"
             "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -2,7 +2,7 @@
 import dataclasses
 
 from pipeline.models.family import ModelParams
-from pipeline.models.registry import get_family
+from pipeline.models.catalog import get_family
 
 # a few-hundred-parameter network of any family: the fields a family has are taken from here
 TINY = dict(embed_dim=12, units=16, layers=2, heads=2, ff_dim=0, kernel_size=2, dilations=[1, 2, 4], dropout=0.1,

@@ -2,7 +2,7 @@
 
 Every key is checked against the dataclasses below (``pipeline.config.schema``): unknown keys get a
 did-you-mean, wrong types and out-of-range values name the key path and what was expected. Each
-entry of ``models`` is validated against its family's own parameters (``pipeline.models.registry``).
+entry of ``models`` is validated against its family's own parameters (``pipeline.models.catalog``).
 A preset (``presets/<name>.yaml``) is a partial overlay with the same schema.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every network maps int ids (B, T) (the first input of a stream is BOS_ID) to float32 logits
 (B, T, V) and is strictly causal: logits[:, t] depend on ids[:, :t+1] only. What each family is,
 and everything seqlab needs to know about it, is declared by its module (``family.py`` says what a
-family declares, ``registry.py`` finds it):
+family declares, ``catalog.py`` finds it):
 
   * ``recurrent``: ``rnn``, ``lstm``, ``gru`` (hoisted fast path in ``fast_rnn``), scored as a stream;
   * ``conv``: WaveNet-style dilated causal convolution, scored with windows;
@@ -15,7 +15,7 @@ Importing this package does not import Keras.
 """
 from __future__ import annotations
 
-from pipeline.models.registry import family_of
+from pipeline.models.catalog import family_of
 
 
 def build_model(cfg, vocab_size: int, max_len: int):

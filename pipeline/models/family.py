@@ -4,8 +4,11 @@ A family is one module holding a :class:`Family` subclass (and its parameters, a
 :class:`ModelParams` subclass). Everything else in seqlab asks the family, never its name:
 
 - ``params``: the family's own typed parameters (validated like the rest of params.yaml);
-- :meth:`Family.build`: the Keras model, int ids (B, T) -> float32 logits (B, T, V), causal;
-- :meth:`Family.stepper`: incremental decoding / stateful scoring with the model's weights;
+- :meth:`Family.build`: the network, int ids (B, T) -> float32 logits (B, T, V), causal: a
+  ``pipeline.models.sequence_model.SequenceModel`` (its forward pass written once, in
+  ``call_with_cache``) or any Keras model;
+- :meth:`Family.stepper`: incremental decoding / stateful scoring with the model's weights (by
+  default from the network's cached call, or a recomputed window);
 - ``protocol``: how the one scoring protocol reads a split (``stream`` or ``window``);
 - :meth:`Family.jit_compile` and ``mixed_precision``: the compile and precision policy;
 - :meth:`Family.flops_per_token`: training FLOPs per token (``benchmarks/train_throughput.py``);
@@ -42,7 +45,7 @@ class ModelParams:
     @classmethod
     def from_raw(cls, raw: Any, path: str) -> "ModelParams":
         """A model entry of params.yaml: its family's parameters, validated against that family."""
-        from pipeline.models.registry import parse_model
+        from pipeline.models.catalog import parse_model
         return parse_model(raw, path)
 
     def as_dict(self) -> dict:
@@ -69,9 +72,9 @@ class ParamError(ValueError):
 class Family:
     """One model family. Subclass it, set ``params`` (and ``protocol``), implement :meth:`build`.
 
-    The defaults suit a family without a cached decoder: :meth:`stepper` recomputes its window
-    (``pipeline.models.stepper.RecomputeStepper``), XLA everywhere, mixed precision on GPUs, and
-    6 FLOPs per weight of every matrix applied once per token.
+    The defaults: :meth:`stepper` runs the network's cached call (``CachedStepper``) or, for a
+    network without a cache, recomputes its window (``RecomputeStepper``); XLA everywhere, mixed
+    precision on GPUs, and 6 FLOPs per weight of every matrix applied once per token.
     """
 
     name: ClassVar[str] = ""
@@ -92,9 +95,10 @@ class Family:
         raise NotImplementedError(f"family {self.name!r} does not implement build")
 
     def stepper(self, model, cfg: ModelParams, max_len: int):
-        """A ``pipeline.models.stepper.Stepper`` running ``model`` incrementally."""
-        from pipeline.models.stepper import RecomputeStepper
-        return RecomputeStepper(model, max_len)
+        """A ``pipeline.models.stepper.Stepper`` running ``model`` incrementally: its cached call
+        when the network keeps a cache (``SequenceModel.cached``), else a recomputed window."""
+        from pipeline.models.stepper import CachedStepper, RecomputeStepper
+        return CachedStepper(model) if getattr(model, "cached", False) else RecomputeStepper(model, max_len)
 
     def jit_compile(self, on_gpu: bool) -> bool:
         """Whether ``train.jit_compile: auto`` compiles the training step with XLA."""
@@ -109,10 +113,16 @@ class Family:
 
 
 def matmul_weights(model) -> int:
-    """Weights of kernels applied once per token: every >= 2-D variable except embedding tables.
+    """Weights of kernels applied once per token: every >= 2-D variable except lookup tables.
 
-    A table is the weight of a layer named ``embedding`` or ``positions`` (a lookup, not a product).
+    The tables are what the network says they are (``SequenceModel.lookup_tables``); a plain
+    Keras model's are the weights of its ``keras.layers.Embedding`` layers.
     """
-    tables = {id(v) for layer in model.layers if layer.name in ("embedding", "positions") for v in layer.weights}
+    own = getattr(model, "lookup_tables", None)
+    if own is None:
+        import keras
+        tables = {id(v) for layer in model.layers if isinstance(layer, keras.layers.Embedding) for v in layer.weights}
+    else:
+        tables = {id(v) for v in own()}
     return sum(int(np.prod(v.shape)) for v in model.trainable_variables
                if len(v.shape) >= 2 and id(v) not in tables)

@@ -7,6 +7,7 @@ model saved with ``model.save(path)`` loads with ``keras.models.load_model(path)
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 PACKAGE = "seqlab"
@@ -101,36 +102,6 @@ class PositionEmbedding(keras.layers.Layer):
         return config
 
 
-def causal_mask(length):
-    """(T, T) bool, True where query i may attend key j (j <= i)."""
-    rows = ops.arange(length, dtype="int32")[:, None]
-    return rows >= ops.arange(length, dtype="int32")[None, :]
-
-
-def cached_causal_mask(past_len, slots, length):
-    """(B, 1, T, S+T) bool mask for T new queries over S cache slots (of which the first
-    past_len (B,) are valid) followed by the T new keys (causal among themselves)."""
-    past_len = ops.cast(past_len, "int32")
-    batch = ops.shape(past_len)[0]
-    valid = ops.arange(slots, dtype="int32")[None, :] < past_len[:, None]          # (B, S)
-    valid = ops.broadcast_to(valid[:, None, :], (batch, length, slots))
-    own = ops.broadcast_to(causal_mask(length)[None], (batch, length, length))
-    return ops.concatenate([valid, own], axis=-1)[:, None]
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class CachedAttentionMask(keras.layers.Layer):
-    """``layer(ids, past_len, cache)`` -> (B, 1, T, S+T) attention mask for KV-cached decoding,
-    with S = cache.shape[2] slots (cache (B, 2L, S, H, Dh)); built once, shared by all blocks."""
-
-    def call(self, ids, past_len, cache):
-        return cached_causal_mask(past_len, ops.shape(cache)[2], ops.shape(ids)[1])
-
-    def compute_output_spec(self, ids, past_len, cache):
-        slots = None if ids.shape[1] is None or cache.shape[2] is None else ids.shape[1] + cache.shape[2]
-        return keras.KerasTensor((ids.shape[0], 1, ids.shape[1], slots), dtype="bool")
-
-
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class DecoderBlock(keras.layers.Layer):
     """Pre-LN causal self-attention + GELU feed-forward block.
@@ -141,14 +112,8 @@ class DecoderBlock(keras.layers.Layer):
     ``dropout`` applies to the attention output and the feed-forward output (the residual
     branches).
 
-    Always returns ``(y, k_new, v_new)``: y (B, T, D) and the float32 keys/values
-    (B, T, H, Dh) of the T input positions (a Keras layer shared by two functional models must
-    return the same structure every time; the training model ignores k_new/v_new).
-    ``block(x)`` is the plain causal forward over (B, T, D).
-    ``block(x, past_k=K, past_v=V, past_len=n)`` continues a sequence held in a key/value cache:
-    K, V are (B, S, H, Dh) (any S >= n; slots >= n are ignored), n is (B,) int32 (all equal);
-    the caller writes k_new/v_new into its cache at n..n+T-1. ``attn_mask`` (B, 1, T, S+T) bool
-    may be passed to skip building the mask in every block (see CachedAttentionMask).
+    ``block(x)`` is the plain causal forward over (B, T, D); :meth:`decode` continues a sequence
+    held in fixed-size key/value caches (the model's ``call_with_cache``).
     """
 
     def __init__(self, units, heads, ff_dim, dropout=0.0, epsilon=1e-5, **kwargs):
@@ -180,20 +145,11 @@ class DecoderBlock(keras.layers.Layer):
         # (B, T, D) -> (B, T, H, Dh), the layout of keras.ops.dot_product_attention
         return ops.reshape(t, (-1, length, self.heads, self.head_dim))
 
-    def call(self, x, past_k=None, past_v=None, past_len=None, attn_mask=None, training=None):
+    def call(self, x, training=None):
         length = ops.shape(x)[1]
         h = self.ln1(x)
         q, k, v = (self._heads(t, length) for t in ops.split(self.qkv(h), 3, axis=-1))
-        if past_k is None and attn_mask is None:
-            att = ops.dot_product_attention(q, k, v, is_causal=True)
-        else:
-            keys, values, mask = k, v, attn_mask
-            if past_k is not None:
-                keys = ops.concatenate([ops.cast(past_k, k.dtype), k], axis=1)
-                values = ops.concatenate([ops.cast(past_v, v.dtype), v], axis=1)
-                if mask is None:
-                    mask = cached_causal_mask(past_len, ops.shape(past_k)[1], length)
-            att = ops.dot_product_attention(q, keys, values, mask=mask)
+        att = ops.dot_product_attention(q, k, v, is_causal=True)
         att = self.attn_out(ops.reshape(att, (-1, length, self.units)))
         if self.drop is not None:
             att = self.drop(att, training=training)
@@ -201,8 +157,17 @@ class DecoderBlock(keras.layers.Layer):
         ff = self.ff_out(self.ff_in(self.ln2(x)))
         if self.drop is not None:
             ff = self.drop(ff, training=training)
-        y = x + ff
-        return y, ops.cast(k, "float32"), ops.cast(v, "float32")
+        return x + ff
+
+    def attention(self, x):
+        """(B, heads, T, T) causal softmax weights of this block on its input ``x``: the weights
+        that ``keras.ops.dot_product_attention`` applies in :meth:`call` (scale 1/sqrt(head_dim))."""
+        length = x.shape[1]
+        q, k, _ = (self._heads(t, length) for t in ops.split(self.qkv(self.ln1(x)), 3, axis=-1))
+        scores = ops.einsum("bqhd,bkhd->bhqk", ops.cast(q, "float32"), ops.cast(k, "float32"))
+        scores = scores / float(np.sqrt(self.head_dim))
+        causal = np.tril(np.ones((length, length), bool))
+        return ops.softmax(ops.where(causal, scores, -1e9), axis=-1)
 
     def decode(self, x, keys, values, held):
         """Cached decoding on the device: ``x`` (B, T, D) holds positions held..held+T-1.
@@ -213,7 +178,7 @@ class DecoderBlock(keras.layers.Layer):
         position: one pass over the cache in its own layout, no concatenation or transpose of
         it. Returns ``(y, keys, values)``; equal to :meth:`call` over the whole sequence.
         """
-        length, slots = x.shape[1], keys.shape[2]
+        length, slots = ops.shape(x)[1], keys.shape[2]   # length: a tensor where traced unknown
         h = self.ln1(x)
         q, k, v = (ops.transpose(self._heads(t, length), (0, 2, 1, 3)) for t in ops.split(self.qkv(h), 3, axis=-1))
         keys = ops.slice_update(keys, (0, 0, held, 0), ops.cast(k, keys.dtype))
@@ -225,12 +190,6 @@ class DecoderBlock(keras.layers.Layer):
         att = ops.reshape(ops.transpose(ops.cast(att, x.dtype), (0, 2, 1, 3)), (-1, length, self.units))
         x = x + self.attn_out(att)
         return x + self.ff_out(self.ff_in(self.ln2(x))), keys, values
-
-    def compute_output_spec(self, x, past_k=None, past_v=None, past_len=None, attn_mask=None,
-                            training=None):
-        y = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
-        kv = keras.KerasTensor((x.shape[0], x.shape[1], self.heads, self.head_dim), dtype="float32")
-        return y, kv, keras.KerasTensor(kv.shape, dtype="float32")
 
     def get_config(self):
         config = super().get_config()
@@ -263,11 +222,14 @@ class GatedResidualBlock(keras.layers.Layer):
         self.history = (self.kernel_size - 1) * self.dilation
         self.res_skip = keras.layers.Dense(2 * self.channels, name="res_skip", dtype=self.dtype_policy)
         self.drop = keras.layers.Dropout(self.dropout) if self.dropout > 0 else None
+        # made here, not in build: every initialiser draws its seed when it is made, so a model's
+        # weights depend on the order its layers are made in, never on when they are built
+        self.kernel_initializer = keras.initializers.GlorotUniform()
 
     def build(self, input_shape):
         self.kernel = self.add_weight(
             shape=(self.kernel_size, self.channels, 2 * self.channels),
-            initializer="glorot_uniform", name="kernel")
+            initializer=self.kernel_initializer, name="kernel")
         self.bias = self.add_weight(shape=(2 * self.channels,), initializer="zeros", name="bias")
         self.res_skip.build(tuple(input_shape[:-1]) + (self.channels,))
         self.built = True
@@ -308,9 +270,11 @@ class GatedResidualBlock(keras.layers.Layer):
         h = self.history
         if x.shape[1] != 1:
             def rotate(buf, start):   # out[i] = buf[(i + start) mod h], a dynamic slice of buf twice over
-                return ops.slice(ops.concatenate([buf, buf], axis=1), (0, start, 0), buf.shape)
+                batch = -1 if buf.shape[0] is None else buf.shape[0]   # -1: a batch traced unknown
+                return ops.slice(ops.concatenate([buf, buf], axis=1), (0, start, 0), (batch, h, self.channels))
             y, skip, buffer = self.call(x, buffer=rotate(queue, ops.mod(held, h)))
-            return y, skip, rotate(buffer, ops.mod(h - ops.mod(held + x.shape[1], h), h))
+            steps = x.shape[1] if x.shape[1] is not None else ops.size(x[0, :, 0])   # traced: dynamic
+            return y, skip, rotate(buffer, ops.mod(h - ops.mod(held + steps, h), h))
         k, d = self.kernel_size, self.dilation
         taps = [ops.take(queue, ops.mod(held - (k - 1 - j) * d + h, h), axis=1)[:, None, :] for j in range(k - 1)]
         y, skip = self.step_taps(x, taps)

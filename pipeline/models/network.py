@@ -2,7 +2,7 @@
 
 Rebuilding from config and loading weights avoids depending on Keras' whole-model deserialisation
 for custom layers, and gives evaluation, generation and serving one loading path
-(:func:`load_network`). The config is validated by the family registry, like params.yaml.
+(:func:`load_network`). The config is validated by the family catalog, like params.yaml.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.io import read_json, write_json
 from pipeline.models.family import ModelParams
-from pipeline.models.registry import model_params
+from pipeline.models.catalog import model_params
 
 WEIGHTS = "model.weights.h5"
 CONFIG = "config.json"

@@ -14,7 +14,6 @@ import numpy as np
 from pipeline.config.schema import spec
 
 from .family import STREAM, EmbeddingParams, Family
-from .stepper import ArrayStateStepper
 
 
 @dataclass(frozen=True)
@@ -32,10 +31,8 @@ class Recurrent(Family):
     forget_bias: ClassVar[bool] = False   # the LSTM's unit forget-gate bias under Keras's initialisers
 
     def build(self, cfg, vocab_size: int, max_len: int):
-        return build_recurrent(self, cfg, vocab_size)
-
-    def stepper(self, model, cfg, max_len: int):
-        return RecurrentStepper(model, cfg, self.states_per_layer)
+        from .recurrent_net import RecurrentLM
+        return RecurrentLM(self.name, cfg, vocab_size, max_len).build_once()
 
     def layer_class(self):
         from . import fast_rnn
@@ -101,90 +98,3 @@ def output_initializers(cfg) -> dict:
     """Initialiser arguments of the output Dense (fan_in = units), by ``cfg.recurrent_init``."""
     bound = _uniform_bound(cfg)
     return {} if bound is None else {"kernel_initializer": _uniform(bound), "bias_initializer": _uniform(bound)}
-
-
-def build_recurrent(family: Recurrent, cfg, vocab_size: int):
-    """Embedding -> `cfg.layers` x (RNN [-> Dropout]) -> Dense(V, float32).
-
-    Layer names: "embedding", "rnn_{i}", "dropout_{i}", "logits". The RNN layers are built with
-    return_state=True so that the stepper can reuse them with explicit initial/final states;
-    initialisers follow ``cfg.recurrent_init`` (:func:`recurrent_layer_initializers`, :func:`output_initializers`); everything else
-    is left at the defaults that keep the layers cuDNN-eligible
-    (tanh/sigmoid, recurrent_dropout=0, unroll=False, use_bias=True, GRU reset_after=True).
-    The layers are ``fast_rnn.FastSimpleRNN/FastLSTM/FastGRU``: the stock Keras weights and
-    initialisers, the input projection hoisted out of the time loop and a hand-written backward
-    pass on CPU, the stock (cuDNN) implementation where Keras would use cuDNN.
-    """
-    import keras
-
-    from .layers import embedding_initializer
-
-    cls = family.layer_class()
-    if cfg.layers < 1:
-        raise ValueError("recurrent models need layers >= 1")
-    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
-    x = keras.layers.Embedding(vocab_size, cfg.embed_dim,
-                               embeddings_initializer=embedding_initializer(cfg.embed_init),
-                               name="embedding")(ids)
-    for i in range(cfg.layers):
-        x = cls(cfg.units, return_sequences=True, return_state=True, name=f"rnn_{i}",
-                **recurrent_layer_initializers(cfg, family.forget_bias))(x)[0]
-        if cfg.dropout > 0:
-            x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
-    logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits", **output_initializers(cfg))(x)
-    return keras.Model(ids, logits, name=f"{family.name}_lm")
-
-
-class RecurrentStepper(ArrayStateStepper):
-    """Carries each layer's hidden (and cell) state across calls.
-
-    State: one float32 array (B, S, units) with S = layers (rnn/gru) or 2*layers (lstm:
-    h then c of each layer), layer by layer. Never mutated.
-    """
-
-    max_context = None
-
-    def __init__(self, model, cfg, per_layer: int):
-        import keras
-
-        self.units = int(cfg.units)
-        self.num_layers = int(cfg.layers)
-        self.num_states = self.num_layers * per_layer
-        ids = keras.Input(shape=(None,), dtype="int32", name="ids")
-        states = keras.Input(shape=(self.num_states, self.units), name="states")
-        x = model.get_layer("embedding")(ids)
-        states_out = []
-        for i in range(self.num_layers):
-            init = [states[:, i * per_layer + j] for j in range(per_layer)]
-            out = model.get_layer(f"rnn_{i}")(x, initial_state=init)
-            x = out[0]
-            states_out.extend(out[1:])
-        # dropout layers are the identity at inference
-        logits = model.get_layer("logits")(x)
-        self.step_model = keras.Model([ids, states], [logits, keras.ops.stack(states_out, axis=1)],
-                                      name=f"{model.name}_stepper")
-        self.state_shape = (self.num_states, self.units)
-        self.per_layer = per_layer
-        self.model = model
-
-    def device_state(self, batch_size: int) -> tuple:
-        """One (B, units) tensor per layer state (h, or h then c), layer by layer."""
-        from keras import ops
-        return tuple(ops.zeros((batch_size, self.units), "float32") for _ in range(self.num_states))
-
-    def device_step(self, ids, state, held):
-        """A single step runs each layer's cell directly (``step_once``); longer inputs run the
-        layers' sequence path."""
-        model, per = self.model, self.per_layer
-        x = model.get_layer("embedding")(ids)
-        new = []
-        for i in range(self.num_layers):
-            layer, init = model.get_layer(f"rnn_{i}"), list(state[i * per:(i + 1) * per])
-            if ids.shape[1] == 1:
-                states = layer.step_once(x, init)
-                x = states[0][:, None, :]
-            else:
-                out = layer(x, initial_state=init)
-                x, states = out[0], out[1:]
-            new.extend(states)
-        return model.get_layer("logits")(x), tuple(new)

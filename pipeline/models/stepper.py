@@ -1,6 +1,8 @@
 """Stepper base class: incremental decoding / stateful scoring with a model's weights."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -55,29 +57,66 @@ class Stepper:
         return ids.astype(np.int32, copy=False)
 
 
-class ArrayStateStepper(Stepper):
-    """A stepper whose state is one float32 array (B, *state_shape) and whose step is a Keras model
-    ``step_model([ids, state]) -> [logits, new state]`` sharing the trained model's layers (the
-    recurrent states, the convolution's per-block input queues). Never mutated."""
+class CacheState(NamedTuple):
+    """The host form's state of a :class:`CachedStepper`: the cache arrays, the positions they hold."""
+    cache: tuple
+    held: int
+    batch_size: int
 
-    step_model = None
-    state_shape: tuple = ()
 
-    def initial_state(self, batch_size: int):
-        return np.zeros((batch_size,) + tuple(self.state_shape), np.float32)
+class CachedStepper(Stepper):
+    """Both forms of a :class:`~pipeline.models.sequence_model.SequenceModel` with a cache, from its
+    one forward pass ``call_with_cache``.
 
-    def __call__(self, ids, state):
+    Device form: ``call_with_cache`` itself on the model's cache tuple. Host form: the same call
+    traced by the backend (:func:`traced`) on numpy arrays; its state is a :class:`CacheState`,
+    a value that is never mutated.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.max_context = model.max_context
+        self._host_step = traced(self.device_step)
+
+    def initial_state(self, batch_size: int) -> CacheState:
+        from keras import ops
+        return CacheState(tuple(ops.convert_to_numpy(t) for t in self.model.empty_cache(batch_size)), 0,
+                          int(batch_size))
+
+    def __call__(self, ids, state: CacheState):
+        from keras import ops
         ids = self._ids(ids)
-        logits, new = self.step_model.predict_on_batch([ids, state])
-        return np.asarray(logits, dtype=np.float32), np.asarray(new, dtype=np.float32)
+        batch, steps = ids.shape
+        if batch != state.batch_size:
+            raise ValueError(f"state is for batch {state.batch_size}, ids have batch {batch}")
+        if self.max_context is not None and state.held + steps > self.max_context:
+            raise ValueError(f"context exceeded: {state.held} held + {steps} new > max_context "
+                             f"{self.max_context}; re-prefill a window")
+        logits, cache = self._host_step(ops.convert_to_tensor(ids), tuple(state.cache),
+                                        ops.convert_to_tensor(state.held, "int32"))
+        new = tuple(np.asarray(ops.convert_to_numpy(a), dtype=np.float32) for a in cache)
+        return np.asarray(ops.convert_to_numpy(logits), dtype=np.float32), CacheState(new, state.held + steps, batch)
 
     def device_state(self, batch_size: int) -> tuple:
-        from keras import ops
-        return (ops.zeros((batch_size,) + tuple(self.state_shape), "float32"),)
+        return tuple(self.model.empty_cache(batch_size))
 
     def device_step(self, ids, state, held):
-        logits, new = self.step_model([ids, state[0]], training=False)
-        return logits, (new,)
+        from keras import ops
+        return self.model.call_with_cache(ids, tuple(state), ops.cast(held, "int32"))
+
+
+def traced(fn):
+    """``fn`` as the backend runs a host-side call: a graph function on TensorFlow (no XLA, one
+    trace per input shape, relaxed when shapes keep changing), ``jax.jit`` on JAX, eager elsewhere."""
+    import keras
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return tf.function(fn, reduce_retracing=True)
+    if backend == "jax":
+        import jax
+        return jax.jit(fn)
+    return fn
 
 
 def bucket(n: int, cap: int) -> int:

@@ -1,10 +1,10 @@
 """The TensorFlow side of the diagnostics: a network as a scorer, gradient flow over distance, attention.
 
-TensorFlow-specific (a GradientTape on the embedding output), kept in this one module. Every
-built-in family names its first layer ``embedding``; the network is split there into the lookup and
-the rest, so the gradient of the last position's loss w.r.t. each input embedding is one backward
-pass. Attention is read from the network's attention blocks, found by layer type (never a family
-name).
+TensorFlow-specific (a GradientTape on the token vectors), kept in this one module. The network
+says what its token vectors are (``SequenceModel.embed``) and runs the rest of its forward pass
+from them (``call_with_cache(..., embedded=e)``), so the gradient of the last position's loss
+w.r.t. each input vector is one backward pass; attention weights are what the network reports
+(``SequenceModel.attention_maps``). Nothing here knows a layer's name or a family.
 """
 from __future__ import annotations
 
@@ -37,74 +37,40 @@ def network_scorer(model, batch_size: int = 64):
     return score
 
 
-def split_at_embedding(model):
-    """(embedding layer, rest: embedding output -> logits), or None when the graph cannot be cut there
-    (no layer named ``embedding``, or one whose weights the head reuses, as tied embeddings do)."""
-    import keras
-    try:
-        emb = model.get_layer("embedding")
-        head = keras.Model(emb._inbound_nodes[0].output_tensors[0], model.outputs[0])
-    except ValueError:
-        return None
-    return emb, head
-
-
-def last_position_losses(head, e, targets):
-    """Loss (B,) at the last position of windows whose embeddings are ``e`` (B, T, D)."""
+def last_position_losses(model, ids, e, targets):
+    """Loss (B,) at the last position of windows ``ids`` whose token vectors are ``e`` (B, T, D)."""
     import tensorflow as tf
-    logits = tf.cast(head(e, training=False), tf.float32)[:, -1]
+    logits = tf.cast(model.call_with_cache(ids, embedded=e, training=False)[0], tf.float32)[:, -1]
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
 
 
 def gradient_norms(model, ctx: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
     """Mean over rows of ‖∂ℓ_T/∂e_{T−k}‖ for k = 0 … T−1 (index k), ℓ_T the loss of ``targets``
-    after the windows ``ctx`` (B, T); None when the network has no separable embedding."""
+    after the windows ``ctx`` (B, T), e the token vectors (``model.embed``); None when the network
+    does not expose them (a model that is not a ``SequenceModel``)."""
     import tensorflow as tf
-    parts = split_at_embedding(model)
-    if parts is None:
+
+    from pipeline.models.sequence_model import SequenceModel
+    if not isinstance(model, SequenceModel):
         return None
-    emb, head = parts
 
     @tf.function
     def norms(x, y):
-        e = tf.cast(emb(x), tf.float32)
+        e = tf.cast(model.embed(x), tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(e)
-            total = tf.reduce_sum(last_position_losses(head, e, y))   # rows are independent
+            total = tf.reduce_sum(last_position_losses(model, x, e, y))   # rows are independent
         return tf.norm(tape.gradient(total, e), axis=-1)
 
     g = norms(tf.constant(ctx, tf.int32), tf.constant(targets, tf.int32)).numpy().astype(np.float64)
     return g.mean(axis=0)[::-1].copy()
 
 
-def attention_layers(model) -> list:
-    """The model's self-attention blocks (by layer type, ``pipeline.models.layers.DecoderBlock``)."""
-    from pipeline.models.layers import DecoderBlock
-    return [layer for layer in model.layers if isinstance(layer, DecoderBlock)]
-
-
-def block_attention(block, x):
-    """(B, heads, T, T) causal softmax weights of ``block`` on its input ``x``: the weights that
-    ``keras.ops.dot_product_attention`` applies inside the block (scale 1/sqrt(head_dim))."""
-    from keras import ops
-    length = x.shape[1]
-    q, k, _ = (block._heads(t, length) for t in ops.split(block.qkv(block.ln1(x)), 3, axis=-1))
-    scores = ops.einsum("bqhd,bkhd->bhqk", ops.cast(q, "float32"), ops.cast(k, "float32"))
-    scores = scores / float(np.sqrt(block.head_dim))
-    causal = np.tril(np.ones((length, length), bool))
-    return ops.softmax(ops.where(causal, scores, -1e9), axis=-1)
-
-
 def attention_maps(model, ctx: np.ndarray) -> list[np.ndarray]:
-    """Attention weights (B, heads, T, T) of every attention block on the windows ``ctx``; [] when
-    the network has none."""
-    import keras
-    blocks = attention_layers(model)
-    if not blocks:
-        return []
-    inputs = keras.Model(model.inputs[0], [block.input for block in blocks])(ctx, training=False)
-    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-    return [np.asarray(block_attention(block, x), np.float64) for block, x in zip(blocks, inputs)]
+    """Attention weights (B, heads, T, T) of every attention block on the windows ``ctx``, as the
+    network reports them (``SequenceModel.attention_maps``); [] when it has none."""
+    maps = getattr(model, "attention_maps", None)
+    return [np.asarray(a, np.float64) for a in maps(ctx)] if maps is not None else []
 
 
 def mean_attention_distance(probs: np.ndarray) -> np.ndarray:

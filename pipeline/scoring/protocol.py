@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.data.windows import window_rows
 from pipeline.models.family import STREAM
-from pipeline.models.registry import family_of
+from pipeline.models.catalog import family_of
 from pipeline.scoring.stream import batched, concat_pieces, stream_pieces
 
 

@@ -220,7 +220,7 @@ def log_generator(network_folder, vocab_path, model_cfg=None, name: str = "gener
 
     import mlflow
 
-    from pipeline.models.registry import code_paths
+    from pipeline.models.catalog import code_paths
     from pipeline.tracking.requirements import pip_requirements
     from pipeline.tracking.store import quiet_mlflow
 

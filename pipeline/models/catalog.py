@@ -1,4 +1,4 @@
-"""The family registry: from the ``family`` of a params.yaml model entry to its :class:`Family`.
+"""The family catalog: from the ``family`` of a params.yaml model entry to its :class:`Family`.
 
 Built-in families are found in the family modules listed here (each exports ``FAMILIES``); a
 ``family: some.module:Name`` loads ``Name`` from the user's own module (in the repo, whose root is
