@@ -36,13 +36,11 @@ from benchmarks.common import emit, saved_networks  # noqa: E402
 
 
 def weight_matrices(model) -> list[np.ndarray]:
-    """Every weight a step multiplies by, as (in, out) matrices (kernels of rank 3 flattened)."""
-    mats = []
-    for w in model.weights:
-        a = np.asarray(w.numpy(), np.float32)
-        if a.ndim >= 2 and "embedding" not in w.path and "position" not in w.path:
-            mats.append(a.reshape(-1, a.shape[-1]))
-    return mats
+    """Every weight a step multiplies by, as (in, out) matrices (kernels of rank 3 flattened): all
+    but the model's lookup tables (its token and position embeddings)."""
+    tables = {id(v) for v in model.lookup_tables()}
+    return [np.asarray(w.numpy(), np.float32).reshape(-1, w.shape[-1])
+            for w in model.weights if len(w.shape) >= 2 and id(w) not in tables]
 
 
 def floor_us(mats: list[np.ndarray], steps: int, repeats: int) -> float:

@@ -30,6 +30,7 @@ CORPUS_FINGERPRINT = Path("data/corpus.json")     # what the corpus holds (stage
 CORPUS_STAT_CACHE = Path("data/.corpus-stat.json")  # size and mtime of files already hashed
 MODELS = Path("models")
 NGRAM_FILE = "model.npz"                       # the n-gram model inside its folder, models/ngram
+KIND_FILE = "kind.json"                        # what a model folder holds: {"kind": ...} (pipeline.saved)
 METRICS = Path("metrics")
 DIAGNOSTICS = METRICS / "diagnostics"           # the diagnose stage's metrics, one file per model
 PROVENANCE = Path("provenance")

@@ -70,15 +70,17 @@ def comparison_markdown(rows: list[dict], stats: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_learning_curves(path: Path, histories: dict[str, list[dict]], ngram_bpt: float | None) -> None:
+def plot_learning_curves(path: Path, histories: dict[str, list[dict]], flat: dict[str, float]) -> None:
+    """Validation bits per token by training step of every trained network (``histories``), and a
+    dashed line per model trained without steps (``flat``: its validation bits per token)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5))
     for arch, hist in sorted(histories.items()):
         ax.plot([h["step"] for h in hist], [h["valid_bits_per_token"] for h in hist], marker="o", label=arch)
-    if ngram_bpt is not None:
-        ax.axhline(ngram_bpt, color="grey", linestyle="--", label="n-gram (valid)")
+    for model, bpt in sorted(flat.items()):
+        ax.axhline(bpt, color="grey", linestyle="--", label=f"{model} (valid)")
     ax.set_xlabel("training step")
     ax.set_ylabel("validation bits per token")
     ax.set_title("Learning curves")

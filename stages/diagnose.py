@@ -11,34 +11,20 @@ from pipeline.data.prepared import load_prepared
 from pipeline.data.windows import BosStream
 from pipeline.errors import SeqlabError
 from pipeline.io import read_json, write_json
-from pipeline.models import build_model
-from pipeline.models.family import STREAM
-from pipeline.models.ngram import KneserNeyLM
-from pipeline.models.network import load_network
-from pipeline.models.catalog import family_of
-from pipeline.paths import DIAGNOSTICS, MODELS, NGRAM_FILE, PLOTS, PREPARED, PROVENANCE, REPORTS
+from pipeline.paths import DIAGNOSTICS, MODELS, PLOTS, PREPARED, PROVENANCE, REPORTS
 from pipeline.properties import ATTENTION_PNG, CURVES_PNG, curve_rows, plot_attention, plot_curves, write_tables
-from pipeline.scoring.diagnostics import fit_decay, measure_context, ngram_scorer, sample_targets, windows
-from pipeline.scoring.network_probes import attention_maps, gradient_norms, mean_attention_distance, network_scorer
+from pipeline.saved import load_saved
+from pipeline.scoring.diagnostics import fit_decay, measure_context, sample_targets, windows
 from pipeline.stage import run_stage
 from pipeline.tracking.runs import model_run
 
 
-def diagnose_network(arch, p, stream, targets) -> dict:
-    """Every measure of one trained network (and its gradients at initialisation, same seed)."""
-    import keras
-    network = load_network(MODELS / arch)
-    unbounded = family_of(network.cfg).protocol == STREAM
-    cap = p.diagnose.max_context if unbounded else min(network.seq_len, p.diagnose.max_context)
-    m = measure_context(network_scorer(network.model), stream, targets, cap, p.diagnose.seed)
-    ctx, y = windows(stream, targets, cap), stream[targets].astype(np.int32)
-    m["grad"] = gradient_norms(network.model, ctx, y)
-    keras.utils.set_random_seed(p.seed)
-    m["grad_init"] = gradient_norms(build_model(network.cfg, network.vocab_size, network.seq_len), ctx, y)
-    maps = attention_maps(network.model, ctx)
-    m["attention_distance"] = [mean_attention_distance(a).tolist() for a in maps]
-    m["attention_window"] = [a[0] for a in maps]
-    return m
+def diagnose(folder, p, stream, targets) -> dict:
+    """Every measure of one saved model: its use of context, then its probes (where they apply)."""
+    saved = load_saved(folder)
+    cap, order_width = saved.context_limits(p.diagnose.max_context)
+    m = measure_context(saved.context_scorer(), stream, targets, cap, p.diagnose.seed, order_width=order_width)
+    return m | saved.probes(windows(stream, targets, cap), stream[targets].astype(np.int32), p.seed)
 
 
 def summarise(m: dict) -> dict:
@@ -64,12 +50,10 @@ def main(argv: list[str]) -> None:
     if not len(targets):
         raise SeqlabError(f"diagnose: no scored validation target has diagnose.max_context={p.diagnose.max_context} "
                           "tokens before it; lower diagnose.max_context")
-    lm = KneserNeyLM.load(MODELS / "ngram" / NGRAM_FILE, mmap=True)
-    measures = {"ngram": measure_context(ngram_scorer(lm), stream, targets, max(1, lm.order - 1), p.diagnose.seed,
-                                         order_width=p.diagnose.max_context)}
-    for arch in p.models:
-        measures[arch] = diagnose_network(arch, p, stream, targets)
-        print(f"diagnose {arch}: done")
+    measures = {}
+    for model in p.compared_models:
+        measures[model] = diagnose(MODELS / model, p, stream, targets)
+        print(f"diagnose {model}: done")
     summaries = {model: summarise(m) for model, m in measures.items()}
     rows = {}
     for model, m in measures.items():

@@ -1,7 +1,9 @@
-"""DVC stage: score one trained network and generate its samples -> metrics, provenance, samples.
+"""DVC stage: register one trained network, score it and generate its samples -> metrics, provenance, samples.
 
-Evaluation and generation share one stage because both need the model loaded (one TensorFlow
-start-up per architecture instead of two).
+Registering, evaluation and generation share one stage because all three need the model loaded
+(one TensorFlow start-up per architecture instead of three). Registering lives here, not in
+training, so that the serving code is a dependency of this stage only: editing it registers again
+(a new version; an unchanged one is found, see ``pipeline.tracking.registration``) and never retrains.
 """
 from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
@@ -13,7 +15,7 @@ from pipeline.paths import METRICS, MODELS, PREPARED, PROVENANCE, SAMPLES, model
 from pipeline.reporting import format_samples
 from pipeline.scoring.protocol import flat_metrics, network_pieces, split_scores
 from pipeline.stage import run_stage
-from pipeline.tracking.registration import ensure_registered
+from pipeline.tracking.registration import register_trained
 from pipeline.tracking.registry import set_version_metrics
 from pipeline.tracking.runs import model_run
 from pipeline.lock import exclusive
@@ -43,12 +45,12 @@ def evaluate(arch: str, p) -> None:
     decoder = CompiledDecoder(stepper, network.vocab_size)
     samples = list(zip(g.prompts, generate_texts(decoder, tok, sample_rows(g))))
     summary = read_json(MODELS / arch / "run.json")
-    registered = ensure_registered(p.mlflow.experiment, arch, summary, MODELS / arch, network,
-                                   PREPARED / "vocab.json", data.data_hash, g)
+    registered = register_trained(p.mlflow.experiment, arch, summary, MODELS / arch, network,
+                                  PREPARED / "vocab.json", data.data_hash, g)
     scores = flat_metrics(per_split)
     metrics = scores | {k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")}
     provenance = {"family": summary["family"], **protocol, "data_hash": data.data_hash,
-                  "registered_model": summary["registered_model"], "version": registered["version"],
+                  "registered_model": registered["name"], "version": registered["version"],
                   "run_id": registered["run_id"]}
     samples_text = format_samples(arch, samples, g)
     write_json(METRICS / f"{arch}.json", metrics)
@@ -59,7 +61,7 @@ def evaluate(arch: str, p) -> None:
     with model_run(p.mlflow.experiment, arch, "evaluate", data.data_hash, run_id=registered["run_id"]) as run:
         run.log_metrics(scores)
         run.log_text(samples_text, "samples.txt")
-    set_version_metrics(summary["registered_model"], registered["version"], scores)
+    set_version_metrics(registered["name"], registered["version"], scores)
 
 
 if __name__ == "__main__":

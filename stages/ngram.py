@@ -4,12 +4,12 @@ import time
 from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
 from pipeline.disk import require_free  # check only
-from pipeline.generation.text import HostSampler, generate_texts, sample_rows
+from pipeline.generation.text import generate_texts, sample_rows
 from pipeline.io import write_json, write_text
-from pipeline.models.ngram import KneserNeyLM
 from pipeline.models.ngram_external import build_disk_bytes, build_kneser_ney
 from pipeline.paths import METRICS, MODELS, NGRAM_FILE, PREPARED, PROVENANCE, SAMPLES
 from pipeline.reporting import format_samples
+from pipeline.saved.ngram import SavedNgram
 from pipeline.scoring.protocol import flat_metrics, split_scores
 from pipeline.stage import run_stage
 from pipeline.tracking.registration import register_generator
@@ -29,10 +29,12 @@ def main(argv: list[str]) -> None:
     build_kneser_ney(data.ids["train"], tok.vocab_size, p.ngram.order, model_file, memory_mb=p.ngram.memory_mb,
                      tmp_dir=model_file.parent, progress=True)
     build_seconds = time.perf_counter() - t0
-    lm = KneserNeyLM.load(model_file, mmap=True)
+    SavedNgram.mark(model_file.parent)
+    saved = SavedNgram.load(model_file.parent)
+    lm = saved.lm
     per_split = {s: split_scores(lm.logprob_pieces(data.ids[s]), data.chars(s), data.mask(s)) for s in ("valid", "test")}
     g = p.generate
-    samples = list(zip(g.prompts, generate_texts(HostSampler(lm), tok, sample_rows(g))))
+    samples = list(zip(g.prompts, generate_texts(saved.sampler(), tok, sample_rows(g))))
     metrics = flat_metrics(per_split) | {
         "parameters": int(lm.parameters), "train_seconds": build_seconds,
         "train_tokens_per_second": len(data.ids["train"]) / build_seconds}

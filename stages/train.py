@@ -1,14 +1,15 @@
-"""DVC stage: train one architecture -> models/<arch>/, plots/<arch>/history.csv, a registered version."""
+"""DVC stage: train one architecture -> models/<arch>/ (the network and run.json), plots/<arch>/history.csv.
+
+The training run is logged to MLflow; the evaluate stage registers the network (the serving code is
+not a dependency of training)."""
 from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
 from pipeline.io import write_json
 from pipeline.models import build_model, count_parameters
-from pipeline.models.network import Network, save_network
+from pipeline.models.network import save_network
 from pipeline.paths import CHECKPOINTS, MODELS, PLOTS, PREPARED, model_lock
 from pipeline.reporting import write_history_csv
 from pipeline.stage import run_stage
-from pipeline.tracking.registration import register_network
-from pipeline.tracking.registry import registered_name
 from pipeline.tracking.runs import model_run
 from pipeline.lock import exclusive
 from pipeline.training.loop import train_model
@@ -28,10 +29,10 @@ def main(argv: list[str]) -> None:
         print(f"{arch}: worker done; the chief writes the outputs")
         return
     with exclusive(model_lock(arch), f"a stage of model {arch!r}"):
-        train_and_register(arch, p, m, t, load_prepared(PREPARED))
+        train(arch, p, m, t, load_prepared(PREPARED))
 
 
-def train_and_register(arch, p, m, t, data) -> None:
+def train(arch, p, m, t, data) -> None:
     vocab_size = data.tokenizer.vocab_size
     experiment = p.mlflow.experiment
     with model_run(experiment, arch, "train", data.data_hash) as run:
@@ -50,15 +51,9 @@ def train_and_register(arch, p, m, t, data) -> None:
         save_network(folder, result.model, m, t.seq_len, vocab_size)
         write_history_csv(PLOTS / arch / "history.csv", result.history)
         run.log_artifact(PLOTS / arch / "history.csv")
-        name = registered_name(experiment, arch)
-        # the served text generator samples with the pipeline's settings by default
-        version = register_network(Network(result.model, m, t.seq_len, vocab_size), folder, PREPARED / "vocab.json",
-                                   name, data.data_hash, p.generate)
-        write_json(folder / "run.json", summary | {"run_id": run.id, "registered_model": name,
-                                                   "version": version, "data_hash": data.data_hash})
+        write_json(folder / "run.json", summary | {"run_id": run.id, "data_hash": data.data_hash})
     (CHECKPOINTS / arch / "last.npz").unlink(missing_ok=True)
-    print(f"{arch}: {params_count} parameters, {result.tokens_per_second:.0f} tokens/s, "
-          f"registered {name} version {version}")
+    print(f"{arch}: {params_count} parameters, {result.tokens_per_second:.0f} tokens/s, training run {run.id}")
 
 
 if __name__ == "__main__":

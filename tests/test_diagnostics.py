@@ -9,6 +9,7 @@ keras = pytest.importorskip("keras")
 from pipeline.models import build_model  # noqa: E402
 from pipeline.models.conv import receptive_field  # noqa: E402
 from pipeline.models.ngram import KneserNeyLM  # noqa: E402
+from pipeline.saved.ngram import SavedNgram  # noqa: E402
 from pipeline.scoring import diagnostics as d  # noqa: E402
 from pipeline.scoring import network_probes as probes  # noqa: E402
 from tests.tiny_models import tiny_cfg  # noqa: E402
@@ -29,7 +30,7 @@ def test_an_ngram_of_order_k_has_effective_context_k_minus_1(k, cap):
     stream = np.concatenate([[0], tuple_stream(k, 400, seed=1)]).astype(np.int32)
     targets = d.sample_targets(len(stream), 16, 200, seed=0)
     # a cap beyond what the model can use: the curve is flat from k - 1 on (n = 1, 2, 4, …, cap)
-    m = d.measure_context(d.ngram_scorer(lm), stream, targets, cap, seed=0, order_width=16)
+    m = d.measure_context(SavedNgram(lm).context_scorer(), stream, targets, cap, seed=0, order_width=16)
     assert m["summary"]["effective_context_tokens"] == k - 1
     losses = dict(zip(m["lengths"], m["losses"]))
     assert all(losses[n] == pytest.approx(losses[cap], abs=1e-12) for n in m["lengths"] if n >= k - 1)

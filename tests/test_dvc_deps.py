@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from pipeline.models.catalog import FAMILY_MODULES
+from pipeline.saved import KINDS
 from tests.conftest import ROOT
 
 PACKAGES = ("pipeline", "stages", "families")
@@ -72,6 +73,8 @@ def closure(module: str) -> set[Path]:
             if name in seen:
                 continue
             seen.add(name)
+            if name == "pipeline.saved.load_saved":  # loads any saved model: every kind's module, imported by name
+                todo.extend(target.partition(":")[0] for target in KINDS.values())
             path = _module_file(name)
             if path is None:       # an attribute imported with `from`, not a module
                 continue

@@ -174,7 +174,7 @@ def test_champions_load_and_generate_outside_the_repo(repro, tmp_path):
 
 def test_the_generate_command_streams_from_a_champion_and_refuses_bad_settings(repro):
     repo, _, _ = repro
-    cli = [sys.executable, "-m", "pipeline.generation.cli"]
+    cli = [sys.executable, "-m", "pipeline.generate"]
     p = run(cli + ["models:/seqlab-gru@champion", "--prompt", "The ", "--max-tokens", "30", "--seed", "1"], repo)
     assert p.stdout.startswith("The ") and len(p.stdout) > 10, p.stdout
     bad = subprocess.run(cli + ["models/gru", "--prompt", "x", "--top-p", "0"], cwd=repo, env=tool_env(),
@@ -240,6 +240,28 @@ def test_changing_the_sampler_reruns_the_stages_that_sample(repro):
     # every repro (and change nothing when those did not change); diagnose loads the n-gram model,
     # whose module samples
     assert changed == {"corpus", "store", "ngram", "diagnose"} | {f"evaluate@{arch}" for arch in ARCHS}, changed
+
+
+def _changed_after_editing(repo, module: str) -> set:
+    """The stages `dvc status` marks changed after appending a comment to ``module`` (then restored)."""
+    path = repo / module
+    original = path.read_text()
+    path.write_text(original + "\n# an edit\n")
+    try:
+        return set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) - {"corpus", "store"}
+    finally:
+        path.write_text(original)
+
+
+def test_serving_code_reregisters_without_retraining_and_family_code_retrains(repro):
+    """Registering is the evaluate stage's job: the serving code is a dependency of the stages that
+    register (evaluate@*, ngram), never of training; a family's code is a dependency of training."""
+    repo, _, _ = repro
+    serving = _changed_after_editing(repo, "pipeline/generation/requests.py")
+    assert serving == {"ngram"} | {f"evaluate@{arch}" for arch in ARCHS}, serving
+    family = _changed_after_editing(repo, "pipeline/models/conv_net.py")
+    assert {"train@conv", "evaluate@conv", "diagnose"} <= family, family
+    assert not any(name.startswith(("prepare", "ngram")) for name in family), family
 
 
 def test_second_repro_does_nothing(repro):

@@ -1,4 +1,4 @@
-"""pipeline.tracking.requests: parsing and validating a generation request (fast; no server, no model).
+"""pipeline.generation.requests: parsing and validating a generation request (fast; no server, no model).
 
 tests/test_serving.py sends the same kinds of request to a real `mlflow models serve`.
 """
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline.tracking import pyfunc
-from pipeline.tracking.requests import (MAX_PROMPT_CHARS, MAX_ROWS, MAX_TOKENS, RequestError,
+from pipeline.generation.requests import (MAX_PROMPT_CHARS, MAX_ROWS, MAX_TOKENS, RequestError,
                                         check_setting, parse_requests)
 
 DEFAULTS = {"max_tokens": 200, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": -1, "stop": ""}

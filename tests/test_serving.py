@@ -3,7 +3,7 @@
 One tiny network is logged and registered (alias ``champion``) in a temporary sqlite store, and one
 scoring server serves ``models:/<name>@champion`` from a folder outside the repo for the whole
 module. Every bad request must be answered quickly with a 4xx whose JSON ``message`` names the field
-(one line when it is seqlab's check, :mod:`pipeline.tracking.requests`, that answers) and no Python
+(one line when it is seqlab's check, :mod:`pipeline.generation.requests`, that answers) and no Python
 traceback, or, where stated, with a bounded 200; and the server must still answer a good request
 after each one.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tracking.requests import MAX_PROMPT_CHARS, MAX_ROWS, MAX_TOKENS
+from pipeline.generation.requests import MAX_PROMPT_CHARS, MAX_ROWS, MAX_TOKENS
 
 BIN = Path(sys.executable).parent
 NAME = "seqlab-serving-test"

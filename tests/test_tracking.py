@@ -465,6 +465,7 @@ def test_generator_of_the_ngram_model(mlflow_store, tmp_path):
 
     from pipeline.data.tokenizers import learn_tokenizer
     from pipeline.models.ngram import KneserNeyLM
+    from pipeline.saved.ngram import SavedNgram
 
     text = "the quick brown fox jumps over the lazy dog\n" * 20
     tok = learn_tokenizer("char", text, 40)
@@ -472,6 +473,7 @@ def test_generator_of_the_ngram_model(mlflow_store, tmp_path):
     lm = KneserNeyLM.fit(tok.encode(text), tok.vocab_size, 3)
     (tmp_path / "ngram").mkdir()
     lm.save(tmp_path / "ngram" / "model.npz")
+    SavedNgram.mark(tmp_path / "ngram")
     with runs.model_run("seqlab-real", "ngram", "ngram", "hashN"):
         info = pyfunc.log_generator(tmp_path / "ngram", tmp_path / "vocab.json")
     pf = mlflow.pyfunc.load_model(info.model_uri)

@@ -91,6 +91,9 @@ class MlflowParams:
     experiment: str = "seqlab"
 
 
+BASELINE = "ngram"   # the n-gram's model name (models/ngram, metrics/ngram.json, seqlab-ngram)
+
+
 @dataclass(frozen=True)
 class Params:
     seed: int = 1337
@@ -102,6 +105,11 @@ class Params:
     generate: GenerateParams = field(default_factory=GenerateParams)
     diagnose: DiagnoseParams = field(default_factory=DiagnoseParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
+
+    @property
+    def compared_models(self) -> tuple[str, ...]:
+        """Every model the lab compares: the n-gram baseline (section ``ngram``), then ``models``."""
+        return (BASELINE, *self.models)
 
     def model(self, arch: str) -> ModelParams:
         if arch not in self.models:
@@ -140,6 +148,9 @@ def _cross_checks(p: Params) -> None:
         if not NAME.fullmatch(str(arch)):
             raise SeqlabError(f"params: models: {arch!r} is not a usable model name; expected letters, digits, "
                               "'_' or '-', starting with a letter or digit, at most 64 characters")
+        if arch == BASELINE:
+            raise SeqlabError(f"params: models: {arch!r} is the name of the n-gram baseline (section {BASELINE}); "
+                              "choose another name")
         p.train_for(arch)  # validates the model's own train overrides
     if not NAME.fullmatch(p.mlflow.experiment):
         raise SeqlabError(f"params: mlflow.experiment: {p.mlflow.experiment!r} is not a usable experiment name; "

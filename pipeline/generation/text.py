@@ -5,7 +5,7 @@ command, the samples of the evaluate and ngram stages): the sampler is anything 
 ``stream(prompts, max_tokens, *, temperature, top_k, top_p, seeds)`` yielding each row's new ids per
 chunk — the compiled decoder for networks, :class:`HostSampler` for models that sample on the host
 (the n-gram). A row's settings are a dict ``{prompt, max_tokens, temperature, top_k, top_p, seed,
-stop}`` (``pipeline.tracking.requests``); its text ends before the first occurrence of ``stop``.
+stop}`` (``pipeline.generation.requests``); its text ends before the first occurrence of ``stop``.
 """
 from __future__ import annotations
 

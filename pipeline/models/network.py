@@ -13,6 +13,7 @@ from pathlib import Path
 from pipeline.io import read_json, write_json
 from pipeline.models.family import ModelParams
 from pipeline.models.catalog import model_params
+from pipeline.paths import KIND_FILE
 
 WEIGHTS = "model.weights.h5"
 CONFIG = "config.json"
@@ -38,6 +39,7 @@ def save_network(folder: Path, model, model_cfg: ModelParams, seq_len: int, voca
     model.save_weights(tmp)
     os.replace(tmp, folder / WEIGHTS)
     write_json(folder / CONFIG, {"model": model_cfg.as_dict(), "seq_len": seq_len, "vocab_size": vocab_size})
+    write_json(folder / KIND_FILE, {"kind": "network"})   # pipeline.saved.load_saved
 
 
 def load_network(folder: Path) -> Network:

@@ -130,20 +130,6 @@ def fit_decay(norms: np.ndarray) -> tuple[float | None, float | None]:
     return rate, (math.log(2) / rate if rate > 0 else None)
 
 
-def ngram_scorer(lm) -> Scorer:
-    """The n-gram as a scorer: row r conditions on at most its last ``lengths[r]`` tokens (order
-    capped at lengths[r] + 1), without the start of stream the tokens were cut from."""
-    keep = lm.order - 1
-
-    def score(ctx, lengths, targets):
-        out = np.empty(len(targets), np.float64)
-        for r, (n, y) in enumerate(zip(lengths, targets)):
-            hist = ctx[r, max(0, int(n) - keep):int(n)].tolist() if keep else []
-            out[r] = lm.next_logprobs_after(hist)[int(y)]
-        return out
-    return score
-
-
 def measure_context(score: Scorer, stream: np.ndarray, targets: np.ndarray, cap: int, seed: int,
                     order_width: int | None = None) -> dict:
     """Measures 1 and 2 of one model whose longest usable context is ``cap``: both curves and their

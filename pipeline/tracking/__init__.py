@@ -7,5 +7,5 @@
 - ``keras_model``: a Keras network as an MLflow model, registered as a new version;
 - ``pyfunc``: the text-generator pyfunc that MLflow serves;
 - ``registry``: version names, metrics on versions, the promotion gate;
-- ``registration``: registering a trained network (again, when DVC restored it from its cache).
+- ``registration``: registering a trained model (the evaluate stage: training never registers).
 """

@@ -81,7 +81,7 @@ def log_keras_model(model, vocab_path: Path, registered_name: str | None, data_h
     vocab_path = Path(vocab_path)
     if not vocab_path.is_file():
         raise FileNotFoundError(f"vocabulary file not found: {vocab_path}")
-    vocab_size = int(model.output_shape[-1])
+    vocab_size = int(getattr(model, "vocab_size", None) or model.output_shape[-1])   # a SequenceModel says it
     example = (np.arange(8) % vocab_size).astype(np.int32)[None, :]
     tags = {DATA_HASH_TAG: data_hash}
     interactive = keras.utils.is_interactive_logging_enabled()

@@ -15,7 +15,7 @@ request::
     # also {"inputs": ["The ", "A "], "params": {...}} and {"inputs": {"prompt": [...], ...}}
     # -> {"predictions": [{"text": "..."}, ...]}
 
-Every request is checked first (:mod:`pipeline.tracking.requests`: the types and ranges of the
+Every request is checked first (:mod:`pipeline.generation.requests`: the types and ranges of the
 settings, and the caps: ``MAX_TOKENS`` per row, ``MAX_PROMPT_CHARS`` per prompt, ``MAX_ROWS``
 prompts per request); the scoring server answers a bad one with HTTP 400 and a one-line message
 naming the field (:class:`RequestRejected`).
@@ -39,8 +39,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from pipeline.paths import NGRAM_FILE, PACKAGE
-from pipeline.tracking.requests import MAX_SECONDS, SETTINGS, RequestError, parse_requests
+from pipeline.paths import PACKAGE
+from pipeline.generation.requests import MAX_SECONDS, SETTINGS, RequestError, parse_requests
 
 DEFAULTS: dict[str, Any] = {"max_tokens": 200, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
                             "seed": -1, "stop": ""}   # seed -1: fresh randomness on every request
@@ -95,7 +95,7 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
 
     # ---- inference
     def _rows(self, model_input, params: dict | None) -> list[dict]:
-        """The request's rows, checked: :func:`pipeline.tracking.requests.parse_requests` with the
+        """The request's rows, checked: :func:`pipeline.generation.requests.parse_requests` with the
         logged defaults. A bad request raises :class:`RequestRejected` (also a ValueError)."""
         try:
             return parse_requests(model_input, params, self.defaults)
@@ -127,17 +127,10 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
 
 
 def load_model(folder: Path):
-    """The sampler of a saved folder (``stream``, as ``pipeline.generation.text`` wants it): the
-    n-gram model (``models/ngram``: ``model.npz``) on the host, or a network (``save_network``)
-    behind the compiled decoder."""
-    if (folder / NGRAM_FILE).is_file():
-        from pipeline.generation.text import HostSampler  # load time: where the model is served
-        from pipeline.models.ngram import KneserNeyLM  # load time: where the model is served
-        return HostSampler(KneserNeyLM.load(folder / NGRAM_FILE, mmap=True))
-    from pipeline.generation.compiled import CompiledDecoder  # load time: where the model is served
-    from pipeline.models.network import load_network  # load time: where the model is served
-    network = load_network(folder)
-    return CompiledDecoder(network.stepper(), network.vocab_size)
+    """The sampler of a saved model folder (``stream``, as ``pipeline.generation.text`` wants it),
+    whatever model it holds (``pipeline.saved``)."""
+    from pipeline.saved import load_saved  # load time: where the model is served
+    return load_saved(folder).sampler()
 
 
 def open_text_generator(model: str, vocab: Path) -> "TextGenerator":
@@ -203,12 +196,19 @@ class _DropMessages:
         return not record.getMessage().startswith(self.prefixes)
 
 
+def shipped_code(model_cfg=None) -> list[Path]:
+    """The source shipped with a logged generator: the ``pipeline`` package, and the source of a
+    family from the user's own code (``model_cfg``: a network's parameters; None for the n-gram)."""
+    from pipeline.models.catalog import code_paths
+    return [Path(PACKAGE)] + (code_paths(model_cfg) if model_cfg else [])
+
+
 def log_generator(network_folder, vocab_path, model_cfg=None, name: str = "generator", *,
                   defaults: dict | None = None, registered_name: str | None = None,
                   python_model: TextGenerator | None = None):
     """Log the text-generator pyfunc in the active run; returns MLflow's ``ModelInfo``.
 
-    ``network_folder``: a ``save_network`` folder, or the n-gram's (``model.npz``); ``vocab_path``:
+    ``network_folder``: a saved model folder (any kind ``pipeline.saved`` loads); ``vocab_path``:
     the ``vocab.json``; ``model_cfg``: a network's parameters (``ModelParams``), which say what
     source its family needs besides ``pipeline/`` (None for the n-gram). ``defaults`` override the sampler defaults (:data:`DEFAULTS`);
     they become the params' defaults in the signature. ``python_model`` replaces the pyfunc
@@ -220,7 +220,6 @@ def log_generator(network_folder, vocab_path, model_cfg=None, name: str = "gener
 
     import mlflow
 
-    from pipeline.models.catalog import code_paths
     from pipeline.tracking.requirements import pip_requirements
     from pipeline.tracking.store import quiet_mlflow
 
@@ -243,7 +242,7 @@ def log_generator(network_folder, vocab_path, model_cfg=None, name: str = "gener
             name=name,
             python_model=python_model,
             artifacts={"network": str(network_folder), "vocab": str(vocab_path)},
-            code_paths=[str(PACKAGE)] + [str(p) for p in (code_paths(model_cfg) if model_cfg else [])],
+            code_paths=[str(p) for p in shipped_code(model_cfg)],
             signature=generator_signature(python_model.defaults),
             input_example=example,
             pip_requirements=pip_requirements(),

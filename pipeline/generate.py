@@ -1,10 +1,10 @@
-"""``python -m pipeline.generation.cli MODEL --prompt TEXT``: generate text from any seqlab model.
+"""``python -m pipeline.generate MODEL --prompt TEXT``: generate text from any seqlab model.
 
 MODEL is a registered model (``models:/seqlab-lstm@champion``, ``models:/seqlab-gru/3``), a run's
 generator (``runs:/<run id>/generator``), a logged model folder (one holding ``MLmodel``), or a
 folder a ``make run`` leaves (``models/<arch>``, with the vocabulary of ``--vocab``). The text is
 streamed to stdout as it is generated (one prompt) or printed per prompt (several, decoded in one
-batch). The settings and their limits are the served model's (``pipeline.tracking.requests``).
+batch). The settings and their limits are the served model's (``pipeline.generation.requests``).
 The tracking store is ``$MLFLOW_TRACKING_URI``, else this repository's ``mlflow.db``.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.paths import PREPARED
-    from pipeline.tracking.requests import MAX_TOKENS
+    from pipeline.generation.requests import MAX_TOKENS
 
-    ap = argparse.ArgumentParser(prog="python -m pipeline.generation.cli", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m pipeline.generate", description=__doc__.splitlines()[0])
     ap.add_argument("model", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/generator or a folder")
     ap.add_argument("--prompt", action="append", help="repeatable; default: standard input, one prompt")
     ap.add_argument("--max-tokens", type=int, help=f"new tokens per prompt (at most {MAX_TOKENS}; "
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow(os.environ)
     from pipeline.errors import SeqlabError
     from pipeline.tracking.pyfunc import DEFAULTS, open_text_generator
-    from pipeline.tracking.requests import RequestError, parse_requests
+    from pipeline.generation.requests import RequestError, parse_requests
 
     prompts = args.prompt if args.prompt is not None else [sys.stdin.read()]
     params = {k: getattr(args, k) for k in ("max_tokens", "temperature", "top_k", "top_p", "seed", "stop")

@@ -1,0 +1,53 @@
+"""A trained network (``pipeline.models.network``) behind the saved-model interface."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.models.catalog import family_of
+from pipeline.models.family import STREAM
+from pipeline.models.network import Network, load_network
+
+
+class SavedNetwork:
+    """A :class:`~pipeline.models.network.Network` as every saved model is seen: decoded by the
+    compiled decoder over its stepper, scored and probed through its Keras model."""
+
+    def __init__(self, network: Network):
+        self.network = network
+        self.vocab_size = network.vocab_size
+
+    @classmethod
+    def load(cls, folder: Path) -> "SavedNetwork":
+        return cls(load_network(folder))
+
+    def sampler(self):
+        from pipeline.generation.compiled import CompiledDecoder
+        return CompiledDecoder(self.network.stepper(), self.vocab_size)
+
+    def context_limits(self, longest: int) -> tuple[int, int | None]:
+        """(longest context measured, order-shuffle width): a stream family up to ``longest``, a
+        windowed one up to its training context; the width is the context (None)."""
+        unbounded = family_of(self.network.cfg).protocol == STREAM
+        return (longest if unbounded else min(self.network.seq_len, longest)), None
+
+    def context_scorer(self):
+        from pipeline.scoring.network_probes import network_scorer
+        return network_scorer(self.network.model)
+
+    def probes(self, contexts: np.ndarray, targets: np.ndarray, seed: int) -> dict:
+        """Gradient norms over distance (trained, and at initialisation with ``seed``) and the
+        attention maps of ``contexts`` (B, T) before ``targets`` (B,)."""
+        import keras
+
+        from pipeline.models import build_model
+        from pipeline.scoring.network_probes import attention_maps, gradient_norms, mean_attention_distance
+        net = self.network
+        m = {"grad": gradient_norms(net.model, contexts, targets)}
+        keras.utils.set_random_seed(seed)
+        m["grad_init"] = gradient_norms(build_model(net.cfg, net.vocab_size, net.seq_len), contexts, targets)
+        maps = attention_maps(net.model, contexts)
+        m["attention_distance"] = [mean_attention_distance(a).tolist() for a in maps]
+        m["attention_window"] = [a[0] for a in maps]
+        return m
