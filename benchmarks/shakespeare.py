@@ -24,6 +24,7 @@ from pipeline.data.text_blocks import decode_utf8  # noqa: E402
 from pipeline.scoring.protocol import network_logprobs, split_metrics, windowed_logprobs  # noqa: E402
 from pipeline.config.params import read_yaml  # noqa: E402
 from pipeline.config.presets import preset_params  # noqa: E402
+from pipeline.models.catalog import model_configs  # noqa: E402
 from pipeline.data.tokenizers import learn_tokenizer  # noqa: E402
 
 
@@ -38,6 +39,7 @@ def main() -> None:
 
     root = Path(__file__).resolve().parents[1]
     _, params = preset_params(args.preset, read_yaml(root / "params.yaml"))
+    configs = model_configs(params, f"params.yaml + presets/{args.preset}.yaml")
     unknown = sorted(set(args.arch or []) - set(params.models))
     if unknown:
         ap.error(f"--arch {', '.join(unknown)}: not in preset {args.preset} ({', '.join(params.models)})")
@@ -52,7 +54,7 @@ def main() -> None:
 
     lines = []
     for arch in args.arch or params.models:
-        m, t = params.model(arch), params.train_for(arch)
+        m, t = configs[arch], params.train_for(arch)
         ckpt = Path("/tmp") / f"seqlab-bench-{args.preset}-{arch}-{os.getpid()}"
         t0 = time.perf_counter()
         result = train_model(m, t, train_ids, valid_ids, tok.vocab_size, "benchmark", params.seed, ckpt, build_model)

@@ -4,20 +4,24 @@
 as a dependency; this stage runs at every ``dvc repro`` (``always_changed``), hashes the content
 (files already hashed are skipped when their size and mtime are unchanged) and leaves
 ``data/corpus.json`` byte-identical when nothing changed, so ``prepare`` reruns exactly when the
-text did.
+text did. Being first at every repro, it also validates each model entry against its family, so a
+mistyped model parameter stops the run before any data is prepared.
 """
 import json
 
 from pipeline.config.params import load_params
 from pipeline.data.corpus import fingerprint
 from pipeline.errors import SeqlabError
+from pipeline.models.catalog import model_configs
 from pipeline.io import read_json, write_json
 from pipeline.paths import CORPUS_FINGERPRINT, CORPUS_STAT_CACHE, ROOT
 from pipeline.stage import run_stage
 
 
 def main(argv: list[str]) -> None:
-    d = load_params().data
+    p = load_params()
+    model_configs(p)
+    d = p.data
     try:
         stats = read_json(CORPUS_STAT_CACHE)
     except (SeqlabError, ValueError):     # none yet, or unreadable: hash everything again

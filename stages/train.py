@@ -6,6 +6,7 @@ from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
 from pipeline.io import write_json
 from pipeline.models import build_model, count_parameters
+from pipeline.models.catalog import model_config
 from pipeline.models.network import save_network
 from pipeline.paths import CHECKPOINTS, MODELS, PLOTS, PREPARED, model_lock
 from pipeline.reporting import write_history_csv
@@ -21,7 +22,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python -m stages.train ARCH")
     arch = argv[0]
     p = load_params()
-    m, t = p.model(arch), p.train_for(arch)
+    m, t = model_config(p, arch), p.train_for(arch)
     if not is_chief():  # another worker of a multi-worker run: trains in lockstep with the chief, writes nothing
         data = load_prepared(PREPARED)
         train_model(m, t, data.ids["train"], data.ids["valid"], data.tokenizer.vocab_size, data.data_hash, p.seed,

@@ -7,7 +7,6 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from pipeline.models import build_model  # noqa: E402
-from pipeline.models.conv import receptive_field  # noqa: E402
 from pipeline.models.ngram import KneserNeyLM  # noqa: E402
 from pipeline.saved.ngram import SavedNgram  # noqa: E402
 from pipeline.scoring import diagnostics as d  # noqa: E402
@@ -57,10 +56,10 @@ def test_the_ngram_scorer_caps_the_order_without_a_start_of_stream():
 
 def test_a_convolutions_gradient_is_zero_exactly_beyond_its_receptive_field():
     cfg = tiny_cfg("conv", dilations=[1, 2], kernel_size=2, dropout=0.0)
-    field = receptive_field(cfg)
-    assert field == 4
     keras.utils.set_random_seed(0)
     model = build_model(cfg, 20, 16)
+    field = model.receptive_field
+    assert field == 4
     rng = np.random.default_rng(0)
     norms = probes.gradient_norms(model, rng.integers(2, 20, (8, 12)).astype(np.int32),
                                   rng.integers(2, 20, 8).astype(np.int32))

@@ -112,6 +112,24 @@ def test_deps_cover_every_imported_module(name):
         assert covered(Path("families/window_mlp.py"), deps), "the user-family folder must be a dep"
 
 
+@pytest.mark.parametrize("name", list(stages()))
+def test_deps_name_no_module_the_stage_does_not_import(name):
+    """A module listed but never imported would rerun the stage for edits that cannot change it
+    (the seams: editing model code does not rerun prepare or the report)."""
+    stage = stages()[name]
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in stage["deps"]]
+    files = {str(f) for f in closure(_command_module(stage["cmd"]))}
+    extra = [d for d in deps if d.endswith(".py") and d not in files]
+    assert not extra, f"dvc.yaml: stage {name!r} lists {extra} in deps but never imports them"
+
+
+def test_only_the_stages_that_use_model_code_depend_on_it():
+    model_code = Path("pipeline/models/family.py")
+    users = {name for name, stage in stages().items() if model_code in closure(_command_module(stage["cmd"]))}
+    # corpus validates every model entry against its family (it runs at every repro anyway)
+    assert users == {"corpus", "ngram", "train", "evaluate", "diagnose"}, users   # not store, prepare, report
+
+
 def test_the_closure_follows_function_level_and_relative_imports():
     files = closure("stages.evaluate")
     assert Path("pipeline/generation/sampling.py") in files        # via decoding

@@ -1,4 +1,9 @@
-"""Steppers (cached / stateful decoding), stream scoring and sampling."""
+"""Steppers of one family (the Transformer's sliding window, the example family's recomputed window),
+stream scoring with segments and windows, sampling.
+
+That every family's stepper equals its full forward pass, keeps its state as a value and scores a
+stream exactly is checked on every family by ``tests/test_family_conformance.py``.
+"""
 import numpy as np
 import pytest
 
@@ -6,136 +11,17 @@ keras = pytest.importorskip("keras")
 
 from pipeline.generation.decoding import generate  # noqa: E402
 from pipeline.models import build_model, make_stepper  # noqa: E402
-from pipeline.models.conv import receptive_field  # noqa: E402
-from pipeline.scoring.stream import stream_logprobs  # noqa: E402
+from pipeline.scoring.stream import log_softmax, stream_logprobs  # noqa: E402
 from pipeline.data.vocab_layout import BOS_ID  # noqa: E402
-from tests.tiny_models import tiny_cfg as shared_tiny_cfg  # noqa: E402
-
-VOCAB = 19
-MAX_LEN = 24          # transformer positions (kept small so the sliding window is exercised)
-
-
-def tiny_cfg(family, **overrides):
-    return shared_tiny_cfg(family, **{"embed_dim": 10, "embed_init": "normal", **overrides})
+from tests.family_cases import CASES, MAX_LEN, VOCAB, built, case, params  # noqa: E402
+from tests.family_cases import forward as full_logits  # noqa: E402
+from tests.tiny_models import tiny_cfg  # noqa: E402
 
 
-VARIANTS = {
-    "rnn": tiny_cfg("rnn"),
-    "lstm": tiny_cfg("lstm"),
-    "gru": tiny_cfg("gru"),
-    "conv": tiny_cfg("conv"),
-    "conv_k3": tiny_cfg("conv", kernel_size=3, dilations=[1, 2]),
-    "transformer": tiny_cfg("transformer"),
-    "transformer_tied": tiny_cfg("transformer", tie_embeddings=True, embed_dim=8),
-}
-UNBOUNDED = ["rnn", "lstm", "gru", "conv", "conv_k3"]
-
-_CACHE = {}
-
-
-def get(name):
-    """(cfg, model, stepper), built once per module."""
-    if name not in _CACHE:
-        keras.utils.set_random_seed(5)
-        cfg = VARIANTS[name]
-        model = build_model(cfg, VOCAB, MAX_LEN)
-        _CACHE[name] = (cfg, model, make_stepper(model, cfg, MAX_LEN))
-    return _CACHE[name]
-
-
-def full_logits(model, ids):
-    ids = np.asarray(ids, np.int32)
-    return np.array(model(ids.reshape(1, -1) if ids.ndim == 1 else ids, training=False))
-
-
-def log_softmax(x):
-    x = np.asarray(x, np.float64)
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
-def random_ids(rng, batch, length):
-    ids = rng.integers(1, VOCAB, size=(batch, length)).astype(np.int32)
-    ids[:, 0] = BOS_ID
-    return ids
-
-
-@pytest.mark.parametrize("name", list(VARIANTS))
-def test_stepping_matches_full_forward(name):
-    cfg, model, stepper = get(name)
-    rng = np.random.default_rng(0)
-    ids = random_ids(rng, 2, MAX_LEN)
-    full = full_logits(model, ids)
-    expected_context = MAX_LEN if cfg.family == "transformer" else None
-    assert stepper.max_context == expected_context
-    # prefill 5, then one token at a time
-    state = stepper.initial_state(2)
-    pieces = []
-    logits, state = stepper(ids[:, :5], state)
-    pieces.append(logits)
-    for t in range(5, MAX_LEN):
-        logits, state = stepper(ids[:, t:t + 1], state)
-        assert logits.shape == (2, 1, VOCAB) and logits.dtype == np.float32
-        pieces.append(logits)
-    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-4, rtol=0)
-    # uneven chunks
-    state = stepper.initial_state(2)
-    pieces, t = [], 0
-    for size in (1, 7, 3, 1, 12):
-        logits, state = stepper(ids[:, t:t + size], state)
-        pieces.append(logits)
-        t += size
-    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-4, rtol=0)
-
-
-@pytest.mark.parametrize("name", UNBOUNDED)
-def test_unbounded_steppers_continue_past_training_length(name):
-    _, model, stepper = get(name)
-    ids = random_ids(np.random.default_rng(1), 1, 70)
-    full = full_logits(model, ids)
-    state = stepper.initial_state(1)
-    pieces = []
-    for start in range(0, 70, 16):
-        logits, state = stepper(ids[:, start:start + 16], state)
-        pieces.append(logits)
-    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-4, rtol=0)
-
-
-def test_recurrent_and_conv_states_are_not_mutated():
-    for name in ("lstm", "conv"):
-        _, _, stepper = get(name)
-        ids = random_ids(np.random.default_rng(2), 1, 10)
-        _, state = stepper(ids[:, :6], stepper.initial_state(1))
-        a, _ = stepper(ids[:, 6:], state)
-        b, _ = stepper(ids[:, 6:], state)
-        np.testing.assert_array_equal(a, b)
-
-
-def test_transformer_state_reuse_copies_on_branch():
-    _, model, stepper = get("transformer")
-    ids = random_ids(np.random.default_rng(3), 1, 12)
-    _, s6 = stepper(ids[:, :6], stepper.initial_state(1))
-    _, s9 = stepper(ids[:, 6:9], s6)
-    other = ids.copy()
-    other[:, 6:] = (other[:, 6:] + 1) % VOCAB
-    branch, _ = stepper(other[:, 6:], s6)                 # reuse the older state
-    np.testing.assert_allclose(branch, full_logits(model, other)[:, 6:], atol=1e-4)
-    cont, _ = stepper(ids[:, 9:], s9)                      # the newer state is intact
-    np.testing.assert_allclose(cont, full_logits(model, ids)[:, 9:], atol=1e-4)
-    with pytest.raises(ValueError):
-        stepper(random_ids(np.random.default_rng(4), 1, MAX_LEN + 1), stepper.initial_state(1))
-
-
-@pytest.mark.parametrize("name", list(VARIANTS))
-def test_stream_logprobs_matches_full_sequence(name):
-    _, model, stepper = get(name)
-    n = MAX_LEN - 1 if name.startswith("transformer") else 60
-    stream = np.random.default_rng(5).integers(1, VOCAB, size=n)
-    lp = log_softmax(full_logits(model, np.concatenate([[BOS_ID], stream[:-1]])))[0]
-    expected = lp[np.arange(n), stream]
-    got = stream_logprobs(stepper, stream, chunk=7)
-    assert got.shape == (n,)
-    np.testing.assert_allclose(got, expected, atol=1e-4)
+def get(case_id):
+    """(cfg, model, stepper) of a shared case (``tests/family_cases.py``)."""
+    b = built(case(case_id))
+    return b.cfg, b.model, b.stepper
 
 
 def test_stream_logprobs_batched_segments():
@@ -144,7 +30,7 @@ def test_stream_logprobs_batched_segments():
     n = 80
     stream = np.random.default_rng(6).integers(1, VOCAB, size=n)
     exact = stream_logprobs(stepper, stream, chunk=16)
-    got = stream_logprobs(stepper, stream, chunk=16, batch_size=3, warmup=receptive_field(cfg) - 1)
+    got = stream_logprobs(stepper, stream, chunk=16, batch_size=3, warmup=model.receptive_field - 1)
     np.testing.assert_allclose(got, exact, atol=1e-4)
     # rnn: approximate, but every position is scored and finite
     _, _, rnn = get("gru")
@@ -170,25 +56,8 @@ def test_stream_logprobs_transformer_windows():
         assert scored, t
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
-def test_generation_deterministic_greedy_and_no_bos(name):
-    _, model, stepper = get(name)
-    prompt = np.array([3, 4, 5])
-    a = generate(stepper, prompt, 12, np.random.default_rng(42), temperature=1.0)
-    b = generate(stepper, prompt, 12, np.random.default_rng(42), temperature=1.0)
-    np.testing.assert_array_equal(a, b)
-    assert a.shape == (12,) and np.all(a != BOS_ID) and np.all((0 <= a) & (a < VOCAB))
-    c = generate(stepper, prompt, 12, np.random.default_rng(42), temperature=0.8, top_k=5, top_p=0.9)
-    assert np.all(c != BOS_ID)
-    greedy = generate(stepper, prompt, 10, np.random.default_rng(0), temperature=0)
-    seq = np.concatenate([[BOS_ID], prompt, greedy])
-    logits = full_logits(model, seq[:-1])[0][len(prompt):]
-    logits[:, BOS_ID] = -np.inf
-    np.testing.assert_array_equal(greedy, np.argmax(logits, axis=-1))
-
-
 def test_generation_never_emits_bos_even_when_favoured():
-    cfg = tiny_cfg("gru")
+    cfg = tiny_cfg("gru", embed_dim=10, embed_init="normal")
     model = build_model(cfg, VOCAB, MAX_LEN)
     head = model.head
     kernel, bias = head.get_weights()
@@ -201,9 +70,10 @@ def test_generation_never_emits_bos_even_when_favoured():
     assert generate(stepper, np.array([3]), 0, np.random.default_rng(1)).shape == (0,)
 
 
-@pytest.mark.parametrize("name", ["transformer", "transformer_tied"])
-def test_transformer_sliding_window_past_max_context(name):
-    _, model, stepper = get(name)
+@pytest.mark.parametrize("case", params([c for c in CASES if c.family == "transformer"]))
+def test_transformer_sliding_window_past_max_context(case):
+    model, stepper = built(case).model, built(case).stepper
+    assert stepper.max_context == MAX_LEN
     for prompt_len in (4, MAX_LEN + 3):           # the second prompt alone exceeds the context
         prompt = np.random.default_rng(8).integers(1, VOCAB, size=prompt_len)
         num = 2 * MAX_LEN
@@ -222,20 +92,10 @@ def test_transformer_sliding_window_past_max_context(name):
 
 
 def test_recompute_stepper_of_a_fixed_window_family_decodes_exactly():
-    """The default stepper (a recomputed window) of the example family: a window of context + 1
-    holds everything a prediction sees, so greedy decoding far past it equals the full forward pass."""
-    cfg = shared_tiny_cfg("families.window_mlp:WindowMLP", context=4, hidden=16)
-    keras.utils.set_random_seed(6)
-    model = build_model(cfg, VOCAB, MAX_LEN)
-    stepper = make_stepper(model, cfg, MAX_LEN)
-    assert stepper.max_context == cfg.context + 1
-    ids = random_ids(np.random.default_rng(9), 2, 5)
-    state = stepper.initial_state(2)
-    first, state = stepper(ids[:, :3], state)
-    second, state = stepper(ids[:, 3:], state)
-    np.testing.assert_allclose(np.concatenate([first, second], axis=1), full_logits(model, ids), atol=1e-5)
-    with pytest.raises(ValueError, match="re-prefill"):
-        stepper(ids[:, :1], state)
+    """The stepper (a recomputed window) of the example family: a window of context + 1 holds
+    everything a prediction sees, so greedy decoding far past it equals the full forward pass."""
+    cfg, model, stepper = get("window_mlp")
+    assert stepper.max_context == cfg.context + 1 < MAX_LEN
     prompt = np.array([3, 4, 5, 6, 7, 8])
     greedy = generate(stepper, prompt, 3 * MAX_LEN, np.random.default_rng(0), temperature=0)
     seq = np.concatenate([[BOS_ID], prompt, greedy])

@@ -3,6 +3,7 @@ import pytest
 
 from pipeline.errors import SeqlabError
 from pipeline.config.params import deep_merge, load_params, parse_params
+from pipeline.models.catalog import model_config, model_configs
 from tests.conftest import ROOT
 
 
@@ -52,7 +53,7 @@ def test_repo_params_load():
 ])
 def test_bad_params_are_named(raw, message):
     with pytest.raises(SeqlabError) as e:
-        parse_params(raw, "params.yaml")
+        model_configs(parse_params(raw, "params.yaml"), "params.yaml")   # config's checks, then each family's
     assert message in str(e.value)
     assert str(e.value).startswith("params.yaml")
 
@@ -60,7 +61,7 @@ def test_bad_params_are_named(raw, message):
 def test_external_family_is_validated_against_its_own_fields():
     p = parse_params({"models": {"mlp": {"family": "families.window_mlp:WindowMLP", "context": 3, "direct": True,
                                          "train": {"epochs": 2}}}})
-    m = p.model("mlp")
+    m = model_config(p, "mlp")
     assert (m.context, m.direct, m.hidden) == (3, True, 256) and p.train_for("mlp").epochs == 2
     assert type(m).__name__ == "WindowMLPParams"
 
@@ -84,3 +85,22 @@ def test_a_key_given_twice_is_an_error_with_both_lines(tmp_path):
     with pytest.raises(SeqlabError, match=r"duplicate key 'epochs' \(first at line 4\)") as e:
         load_params(path)
     assert str(e.value).startswith(f"{path}: not valid YAML") and "line 5" in str(e.value)
+
+
+def test_the_first_stage_stops_a_run_on_a_bad_model_parameter(tmp_path):
+    """config alone cannot validate a family's parameters; the corpus stage, first at every repro,
+    does, so a typo stops `dvc repro` before any data is prepared, and nothing is written."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.repo_copy import tool_env
+    for folder in ("pipeline", "stages"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"models": {"x": {"family": "gru", "units": 0}}}))
+    p = subprocess.run([sys.executable, "-m", "stages.corpus"], cwd=tmp_path, env=tool_env(),
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "params.yaml: models.x.units: expected a value >= 1, got 0" in p.stderr, p.stderr
+    assert not (tmp_path / "data").exists()

@@ -8,6 +8,7 @@ import yaml
 from pipeline.errors import SeqlabError
 from pipeline.config.params import read_yaml
 from pipeline.config.presets import apply_preset, available, preset_overlay, preset_params
+from pipeline.models.catalog import model_config, model_configs
 from tests.conftest import ROOT
 from tests.repo_copy import tool_env
 
@@ -15,7 +16,7 @@ from tests.repo_copy import tool_env
 @pytest.mark.parametrize("name", available())
 def test_shipped_presets_validate(name):
     merged, params = preset_params(name, read_yaml(ROOT / "params.yaml"))
-    assert params.models, name
+    assert params.models and model_configs(params), name   # every model valid for its family
     assert merged["data"]["corpus"] == read_yaml(ROOT / "params.yaml")["data"]["corpus"]  # corpus from data.corpus
 
 
@@ -26,7 +27,7 @@ def test_required_presets_exist():
 def test_nanogpt_baby_matches_the_reference_configuration():
     _, p = preset_params("nanogpt-baby", read_yaml(ROOT / "params.yaml"))
     (arch,) = p.models
-    m, t = p.model(arch), p.train_for(arch)
+    m, t = model_config(p, arch), p.train_for(arch)
     assert (m.family, m.layers, m.heads, m.units, m.dropout) == ("transformer", 4, 4, 128, 0.0)
     assert (t.seq_len, t.batch_size, t.epochs * t.steps_per_epoch) == (64, 12, 2000)
     assert (t.learning_rate, t.learning_rate * t.min_lr_ratio, t.warmup_steps) == (1e-3, pytest.approx(1e-4), 100)

@@ -121,12 +121,13 @@ def test_killed_training_resumes_from_the_last_checkpoint(repo, tmp_path):
 DRIVER = """
 import json, sys
 from pipeline.models import build_model
+from pipeline.models.catalog import model_config
 from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
 from pipeline.training.loop import train_model
 p = load_params()
 data = load_prepared("data/prepared")
-r = train_model(p.model("rnn"), p.train_for("rnn"), data.ids["train"], data.ids["valid"], data.tokenizer.vocab_size,
+r = train_model(model_config(p, "rnn"), p.train_for("rnn"), data.ids["train"], data.ids["valid"], data.tokenizer.vocab_size,
                 data.data_hash, p.seed, sys.argv[1], build_model)
 print("LOSSES", json.dumps([[h["train_loss"], h["valid_loss"]] for h in r.history]))
 """

@@ -2,7 +2,9 @@
 
 Every key is checked against the dataclasses below (``pipeline.config.schema``): unknown keys get a
 did-you-mean, wrong types and out-of-range values name the key path and what was expected. Each
-entry of ``models`` is validated against its family's own parameters (``pipeline.models.catalog``).
+entry of ``models`` is checked here only as far as config knows it (a family named, ``train``
+overrides valid): its family's own parameters are validated by ``pipeline.models.catalog.model_configs``
+(the corpus stage, first at every repro, checks them all), so config imports no model code.
 A preset (``presets/<name>.yaml``) is a partial overlay with the same schema.
 """
 from __future__ import annotations
@@ -15,10 +17,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.config.schema import build
+from pipeline.config.schema import build, check_value
 from pipeline.config.schema import spec as _spec
 from pipeline.errors import SeqlabError
-from pipeline.models.family import ModelParams
 
 TOKENIZERS = ("char", "word", "wordpiece")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")     # model and experiment names
@@ -91,6 +92,26 @@ class MlflowParams:
     experiment: str = "seqlab"
 
 
+@dataclass(frozen=True)
+class ModelEntry:
+    """One entry of ``models`` as config sees it: its family's name, its ``train`` overrides, and the
+    whole mapping (``raw``), which only the family can validate (``pipeline.models.catalog``)."""
+    family: str
+    train: dict
+    raw: dict
+
+    @classmethod
+    def from_raw(cls, raw: Any, path: str) -> "ModelEntry":
+        if not isinstance(raw, dict):
+            raise SeqlabError(f"params: {path}: expected a mapping, got {raw!r}")
+        family = raw.get("family")
+        if not isinstance(family, str) or not family:
+            raise SeqlabError(f"params: {path}.family: required: a built-in family (e.g. lstm) or module:Name "
+                              "(a family from your own code)")
+        train = check_value(raw["train"], dict, f"{path}.train") if "train" in raw else {}
+        return cls(family, train, dict(raw))
+
+
 BASELINE = "ngram"   # the n-gram's model name (models/ngram, metrics/ngram.json, seqlab-ngram)
 
 
@@ -100,7 +121,7 @@ class Params:
     data: DataParams = field(default_factory=DataParams)
     ngram: NgramParams = field(default_factory=NgramParams)
     train: TrainParams = field(default_factory=TrainParams)
-    models: dict[str, ModelParams] = field(default_factory=dict)
+    models: dict[str, ModelEntry] = field(default_factory=dict)
     eval: EvalParams = field(default_factory=EvalParams)
     generate: GenerateParams = field(default_factory=GenerateParams)
     diagnose: DiagnoseParams = field(default_factory=DiagnoseParams)
@@ -111,7 +132,7 @@ class Params:
         """Every model the lab compares: the n-gram baseline (section ``ngram``), then ``models``."""
         return (BASELINE, *self.models)
 
-    def model(self, arch: str) -> ModelParams:
+    def model(self, arch: str) -> ModelEntry:
         if arch not in self.models:
             raise SeqlabError(f"params.yaml: models: unknown architecture {arch!r}; "
                               f"defined: {', '.join(sorted(self.models)) or 'none'}")

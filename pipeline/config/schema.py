@@ -3,7 +3,7 @@
 Every key is checked against the dataclass: unknown keys get a did-you-mean, wrong types and
 out-of-range values name the key path and what was expected. Field bounds and choices live in the
 field's metadata (:func:`spec`). A dataclass with a ``from_raw(raw, path)`` classmethod builds
-itself (a model entry resolves its family first, then validates against that family's fields).
+itself (a model entry checks what config knows of it; its family validates the rest).
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.params import Params
 from pipeline.config.schema import build
 from pipeline.errors import SeqlabError
 from pipeline.models.family import PROTOCOLS, Family, ModelParams, ParamError
@@ -100,6 +101,20 @@ def parse_model(raw: Any, path: str) -> ModelParams:
     except ParamError as e:
         raise SeqlabError(f"params: {path}.{e.key}: {e.message}") from None
     return cfg
+
+
+def model_config(p: Params, arch: str, source: str = "params.yaml") -> ModelParams:
+    """Model ``arch`` of ``p`` as its family's typed parameters, validated against that family."""
+    try:
+        return parse_model(p.model(arch).raw, f"models.{arch}")
+    except SeqlabError as e:
+        raise SeqlabError(str(e).replace("params:", f"{source}:", 1)) from None
+
+
+def model_configs(p: Params, source: str = "params.yaml") -> dict[str, ModelParams]:
+    """Every model of ``p`` validated against its family: the check of params.yaml that config,
+    which imports no model code, leaves to the families."""
+    return {arch: model_config(p, arch, source) for arch in p.models}
 
 
 def model_params(config: dict, where: str = "model config") -> ModelParams:

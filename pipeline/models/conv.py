@@ -36,16 +36,3 @@ class Conv(Family):
 
 FAMILIES = (Conv(),)
 
-
-def conv_dilations(cfg) -> list[int]:
-    """The dilation of every residual block: one block per entry of ``cfg.dilations``
-    (``cfg.layers`` is ignored; write stacks out, e.g. [1,2,4,8,1,2,4,8])."""
-    dilations = [int(d) for d in cfg.dilations]
-    if not dilations or min(dilations) < 1:
-        raise ValueError(f"conv model needs positive dilations, got {cfg.dilations!r}")
-    return dilations
-
-
-def receptive_field(cfg) -> int:
-    """Number of input positions (the current one included) that one output depends on."""
-    return 1 + sum((int(cfg.kernel_size) - 1) * d for d in conv_dilations(cfg))

@@ -5,7 +5,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from .conv import conv_dilations, receptive_field
 from .layers import GatedResidualBlock, embedding_initializer
 from .sequence_model import PACKAGE, SequenceModel
 
@@ -31,18 +30,21 @@ class ConvLM(SequenceModel):
         super().__init__(cfg, vocab_size, max_len, name=kwargs.pop("name", "conv_lm"), **kwargs)
         if int(cfg.kernel_size) < 1:
             raise ValueError("conv kernel_size must be >= 1")
+        if not cfg.dilations or min(int(d) for d in cfg.dilations) < 1:
+            raise ValueError(f"conv model needs positive dilations, got {cfg.dilations!r}")
         self.embedding = keras.layers.Embedding(vocab_size, cfg.embed_dim, name="embedding",
                                                 embeddings_initializer=embedding_initializer(cfg.embed_init))
         self.input_proj = keras.layers.Dense(cfg.units, name="input_proj")
         self.blocks = [GatedResidualBlock(cfg.units, cfg.kernel_size, d, cfg.dropout, name=f"block_{i}")
-                       for i, d in enumerate(conv_dilations(cfg))]
+                       for i, d in enumerate(int(d) for d in cfg.dilations)]   # cfg.layers is ignored
         self.skip_sum = keras.layers.Add(name="skip_sum") if len(self.blocks) > 1 else None
         self.head_relu = keras.layers.ReLU(name="head_relu")
         self.head = keras.layers.Dense(cfg.units, activation="relu", name="head")
         self.head_drop = keras.layers.Dropout(cfg.dropout, name="head_dropout") if cfg.dropout > 0 else None
         self.logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")
-        self.receptive_field = receptive_field(cfg)
         self._layout(int(cfg.kernel_size), [b.history for b in self.blocks])
+        # input positions (the current one included) that one output depends on: 1 + sum (k-1)*d
+        self.receptive_field = 1 + self.total
 
     def _layout(self, k, histories):
         """The cache buffer's layout: each block's first row, and per block with a history its

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -41,12 +41,6 @@ class ModelParams:
     """
     family: str = ""
     train: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_raw(cls, raw: Any, path: str) -> "ModelParams":
-        """A model entry of params.yaml: its family's parameters, validated against that family."""
-        from pipeline.models.catalog import parse_model
-        return parse_model(raw, path)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

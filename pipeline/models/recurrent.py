@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import numpy as np
 
 from pipeline.config.schema import spec
 
@@ -32,7 +31,7 @@ class Recurrent(Family):
 
     def build(self, cfg, vocab_size: int, max_len: int):
         from .recurrent_net import RecurrentLM
-        return RecurrentLM(self.name, cfg, vocab_size, max_len).build_once()
+        return RecurrentLM(self, cfg, vocab_size, max_len).build_once()
 
     def layer_class(self):
         from . import fast_rnn
@@ -59,42 +58,3 @@ class GRU(Recurrent):
 
 
 FAMILIES = (RNN(), LSTM(), GRU())
-
-
-def _uniform(bound: float):
-    import keras
-    return keras.initializers.RandomUniform(-bound, bound)
-
-
-def _uniform_bound(cfg) -> float | None:
-    """1/sqrt(units) for ``recurrent_init: uniform``, None for Keras's initialisers."""
-    if cfg.recurrent_init == "default":
-        return None
-    if cfg.recurrent_init != "uniform":
-        raise ValueError(f"unknown recurrent_init {cfg.recurrent_init!r}; expected 'default' or 'uniform'")
-    return 1.0 / float(np.sqrt(cfg.units))
-
-
-def recurrent_layer_initializers(cfg, forget_bias: bool = False) -> dict:
-    """Initialiser arguments of one recurrent layer, by ``cfg.recurrent_init`` (new objects each call).
-
-    "default": Keras's (Glorot-uniform input kernels, orthogonal recurrent kernels, zero biases,
-    the LSTM's forget-gate bias at 1; Glorot-uniform output layer). "uniform": PyTorch's
-    (``nn.RNN``/``nn.LSTM``/``nn.GRU``: every weight and bias from U(-1/sqrt(units), 1/sqrt(units)),
-    no forget-gate bias; ``nn.Linear``: U(-1/sqrt(fan_in), 1/sqrt(fan_in))). On the reference
-    LSTM (512 x2, Tiny Shakespeare) "uniform" learns faster per step (README, ``lstm-5min``).
-    """
-    bound = _uniform_bound(cfg)
-    if bound is None:
-        return {}
-    rnn = {"kernel_initializer": _uniform(bound), "recurrent_initializer": _uniform(bound),
-           "bias_initializer": _uniform(bound)}
-    if forget_bias:
-        rnn["unit_forget_bias"] = False
-    return rnn
-
-
-def output_initializers(cfg) -> dict:
-    """Initialiser arguments of the output Dense (fan_in = units), by ``cfg.recurrent_init``."""
-    bound = _uniform_bound(cfg)
-    return {} if bound is None else {"kernel_initializer": _uniform(bound), "bias_initializer": _uniform(bound)}
