@@ -1,9 +1,9 @@
 """The compiled decoder (``pipeline.generation.compiled``) against the reference decoder and the maths.
 
-The reference is ``decoding.generate`` on the steppers' host form; the compiled decoder must give
-the same logits step by step, the same greedy output (sliding windows included), the same rows
-whatever batch they share, and samples drawn from the same distribution (within a stated
-tolerance).
+The reference is ``decoding.generate`` on the steppers' host form. That the compiled decoder gives
+every family's logits step by step and the reference's greedy output (sliding windows included)
+is checked on every family by ``tests/test_family_conformance.py``; here: the same rows whatever
+batch they share, and samples drawn from the same distribution (within a stated tolerance).
 """
 import numpy as np
 import pytest
@@ -13,80 +13,19 @@ keras = pytest.importorskip("keras")
 from keras import ops  # noqa: E402
 
 from pipeline.data.vocab_layout import BOS_ID  # noqa: E402
-from pipeline.generation.compiled import CompiledDecoder, compile_function  # noqa: E402
-from pipeline.generation.decoding import generate  # noqa: E402
 from pipeline.generation.device_sampling import (filter_scores, hash_uniform, numpy_hash_uniform,  # noqa: E402
                                                  sample_tokens)
 from pipeline.generation.sampling import filter_logprobs  # noqa: E402
-from pipeline.models import build_model, make_stepper  # noqa: E402
-from tests.tiny_models import tiny_cfg  # noqa: E402
-
-VOCAB = 19
-MAX_LEN = 24
-VARIANTS = {
-    "rnn": tiny_cfg("rnn", embed_init="normal"),
-    "lstm": tiny_cfg("lstm", embed_init="normal"),
-    "gru": tiny_cfg("gru", embed_init="normal"),
-    "conv": tiny_cfg("conv", embed_init="normal"),
-    "conv_k3": tiny_cfg("conv", embed_init="normal", kernel_size=3, dilations=[1, 2]),
-    "conv_k1": tiny_cfg("conv", embed_init="normal", kernel_size=1, dilations=[1, 1]),
-    "transformer": tiny_cfg("transformer"),
-    "transformer_tied": tiny_cfg("transformer", tie_embeddings=True, embed_dim=8),
-    "mlp": tiny_cfg("families.window_mlp:WindowMLP", context=4, hidden=16),   # the recomputing stepper
-}
-_CACHE = {}
+from tests.family_cases import VOCAB, built, case, decoder as compiled_decoder  # noqa: E402
 
 
-def get(name):
-    """(model, stepper, decoder), built once per module."""
-    if name not in _CACHE:
-        keras.utils.set_random_seed(11)
-        cfg = VARIANTS[name]
-        model = build_model(cfg, VOCAB, MAX_LEN)
-        stepper = make_stepper(model, cfg, MAX_LEN)
-        _CACHE[name] = (model, stepper, CompiledDecoder(stepper, VOCAB, chunk=16, first_chunk=3))
-    return _CACHE[name]
+def get(case_id):
+    """(model, stepper, decoder) of a shared case (``tests/family_cases.py``)."""
+    c = case(case_id)
+    return built(c).model, built(c).stepper, compiled_decoder(c)
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
-def test_device_step_logits_equal_the_host_stepper_step_by_step(name):
-    _, stepper, _ = get(name)
-    rng = np.random.default_rng(3)
-    ids = rng.integers(1, VOCAB, size=(2, 9)).astype(np.int32)
-    ids[:, 0] = BOS_ID
-    steps = min(9, stepper.max_context or 9)
-
-    chunks = [(0, 3), (3, 5)] + [(t, t + 1) for t in range(5, steps)]   # a prefill, a chunk, single steps
-
-    def device(ids):
-        state, out = stepper.device_state(2), []
-        for a, b in chunks:
-            logits, state = stepper.device_step(ids[:, a:b], state, ops.convert_to_tensor(a, "int32"))
-            out.append(logits)
-        return ops.concatenate(out, axis=1)
-
-    got = np.asarray(compile_function(device)(ops.convert_to_tensor(ids)))
-    state, want = stepper.initial_state(2), []
-    for a, b in chunks:
-        logits, state = stepper(ids[:, a:b], state)
-        want.append(logits)
-    np.testing.assert_allclose(got, np.concatenate(want, axis=1), atol=2e-5, rtol=1e-4)
-
-
-@pytest.mark.parametrize("name", list(VARIANTS))
-def test_greedy_output_equals_the_reference_decoder_past_the_window(name):
-    _, stepper, decoder = get(name)
-    rng = np.random.default_rng(4)
-    prompts = [rng.integers(1, VOCAB, size=n) for n in (1, 5, MAX_LEN + 6)]   # the last exceeds the window
-    num = 3 * MAX_LEN
-    got = decoder.generate(prompts, num, temperature=0.0)
-    for prompt, row in zip(prompts, got):
-        want = generate(stepper, prompt, num, np.random.default_rng(0), temperature=0.0)
-        np.testing.assert_array_equal(row, want)
-        assert row.dtype == np.int32 and not (row == BOS_ID).any()
-
-
-@pytest.mark.parametrize("name", ["lstm", "transformer"])
+@pytest.mark.parametrize("name", ["lstm", "transformer"])      # a stream, a sliding window
 def test_a_row_does_not_depend_on_its_batch(name):
     """Each row's output is a function of its prompt, settings and seed only: batched rows of
     different lengths and settings equal the same rows decoded alone, and streaming chunks add

@@ -6,7 +6,8 @@ from pipeline.models.catalog import get_family
 
 # a few-hundred-parameter network of any family: the fields a family has are taken from here
 TINY = dict(embed_dim=12, units=16, layers=2, heads=2, ff_dim=0, kernel_size=2, dilations=[1, 2, 4], dropout=0.1,
-            embed_init="default", tie_embeddings=False)
+            embed_init="default", tie_embeddings=False,
+            context=4, hidden=16)   # the example family's (families/window_mlp.py)
 
 
 def tiny_cfg(family, **overrides) -> ModelParams:
