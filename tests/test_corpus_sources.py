@@ -60,7 +60,7 @@ def test_splits_have_a_module_of_their_own():
 
 def test_builtin_fingerprint_and_reading():
     text = BUILTIN_TEXTS["builtin:python-docs"].text()
-    assert BUILTINS == ("builtin:python-docs",)
+    assert BUILTINS == ("builtin:python-docs", "builtin:cmudict", "builtin:dates")
     assert fingerprint("builtin:python-docs") == {
         "source": "builtin:python-docs",
         "files": {"builtin:python-docs": sha(text.encode()), "python": sys.version.split()[0]}}
@@ -81,7 +81,7 @@ def test_unknown_builtin_names_the_available_ones(monkeypatch):
         with pytest.raises(SeqlabError) as e:
             call()
         assert str(e.value) == ("data.corpus: unknown builtin 'builtin:nope'; "
-                                "available: builtin:python-docs, builtin:tiny")
+                                "available: builtin:python-docs, builtin:cmudict, builtin:dates, builtin:tiny")
 
 
 def test_text_file_fingerprint_cache_and_reading(tmp_path, monkeypatch):

@@ -11,15 +11,23 @@ Each kind of source is one :class:`CorpusSource` in :data:`SOURCES`, tried in or
 no source takes, ``describe``\\ s itself:
 
 - ``builtin:NAME`` (:class:`BuiltinSource`): a text made offline, one entry of :data:`BUILTIN_TEXTS`
-  (``builtin:python-docs`` ships with CPython), split by ``data.split`` at line starts;
+  (``builtin:python-docs`` ships with CPython; the paired corpora ``builtin:cmudict`` and
+  ``builtin:dates`` of :mod:`pipeline.data.builtin_pairs`), split by ``data.split`` at line starts,
+  never between two lines of one group;
 - an ``https://`` URL (:class:`UrlSource`) whose sha256 (``data.sha256``) is required and checked,
   downloaded once into ``data/downloads``, split by ``data.split``;
 - a folder (:class:`FolderSource`) holding ``train.txt``/``valid.txt``/``test.txt``, used as given;
 - a UTF-8 text file (:class:`TextFileSource`), split by ``data.split`` at line starts.
 
 How to add a source. A new builtin text is one entry of :data:`BUILTIN_TEXTS`: its spec
-(``builtin:NAME``) -> a :class:`Builtin` (a function returning the text, a short description, and
-what else the text depends on, recorded in the fingerprint). A new kind of source is a
+(``builtin:NAME``) -> a :class:`Builtin` (a function returning the text, a short description,
+what else the text depends on, recorded in the fingerprint, and optionally ``group``, a key of a
+line). Every builtin is split the one way: by ``data.split`` at line starts, each cut moved on past
+the lines whose ``group`` key is the key of the line before it, so lines of one key (adjacent in
+the text) never straddle two splits; without ``group`` every line is a group of its own. A builtin
+that must be split by some unit (``builtin:cmudict``: by headword, every pronunciation of a word in
+one split) writes its units in a fixed shuffled order, their lines adjacent, and names the key;
+its fingerprint stays the sha256 of the one text. A new kind of source is a
 :class:`CorpusSource` subclass (``matches``, ``fingerprint``, ``open``, ``describe``) and one
 instance in :data:`SOURCES`, placed before any source that would also match its specs. Nothing
 else changes: :func:`fingerprint`, :func:`open_corpus` and the errors go through the table. A
@@ -38,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
+from pipeline.data import builtin_pairs
 from pipeline.data.splits import SPLITS   # also imported from here by older code
 from pipeline.data.text_blocks import BLOCK_BYTES, ScannedText, scan
 from pipeline.errors import SeqlabError
@@ -97,14 +106,49 @@ def _checked(file: ScannedText) -> ScannedText:
     return file
 
 
-def split_file(file: ScannedText, fractions: list[float], where: str) -> dict[str, SplitText]:
-    """Cut a file by character fractions, each cut moved forward to the next line start."""
+def _line_before(file: ScannedText, pos: int) -> str:
+    """The line that ends (with its newline) at ``pos``, without the newline; any length."""
+    width = 4096
+    while True:
+        lo = max(0, pos - 1 - width)
+        text = "".join(file.read(lo, pos - 1))
+        nl = text.rfind("\n")
+        if nl != -1 or lo == 0:
+            return text[nl + 1:]
+        width *= 2
+
+
+def _group_start(file: ScannedText, pos: int, group: Callable[[str], str]) -> int:
+    """The first line start at or after the line start ``pos`` whose line's ``group`` key differs
+    from the line's before it (the end of the file if none): lines of one key stay in one split."""
+    if pos <= 0 or pos >= file.chars:
+        return pos
+    key, width = group(_line_before(file, pos)), 4096
+    while True:
+        end = min(file.chars, pos + width)
+        *lines, tail = "".join(file.read(pos, end)).split("\n")    # tail: after the last newline
+        at = pos
+        for line in lines:
+            if group(line) != key:
+                return at
+            at += len(line) + 1
+        if end == file.chars:
+            return at if tail and group(tail) != key else end
+        width *= 2
+
+
+def split_file(file: ScannedText, fractions: list[float], where: str,
+               group: Callable[[str], str] | None = None) -> dict[str, SplitText]:
+    """Cut a file by character fractions, each cut moved forward to the next line start (and on to
+    the next change of ``group``, a key of a line without its newline, when given)."""
     total, cuts = file.chars, []
     acc = 0.0
     for frac in fractions[:2]:
         acc += frac
         pos = int(round(acc * total))
         nl = file.next_line_start(max(pos - 1, 0))
+        if nl is not None and group is not None:
+            nl = _group_start(file, nl, group)
         cuts.append(max(pos if nl is None else nl, cuts[-1] if cuts else 0))
     bounds = [0, *cuts, total]
     parts = {name: SplitText(name, file, bounds[i], bounds[i + 1]) for i, name in enumerate(SPLITS)}
@@ -115,10 +159,11 @@ def split_file(file: ScannedText, fractions: list[float], where: str) -> dict[st
     return parts
 
 
-def _split_one_file(file: ScannedText, fractions: list[float], where: str, source: str) -> CorpusText:
+def _split_one_file(file: ScannedText, fractions: list[float], where: str, source: str,
+                    group: Callable[[str], str] | None = None) -> CorpusText:
     """A single text (a builtin, a download, a file) cut into the three splits by ``data.split``."""
     file = _checked(file)
-    return CorpusText(split_file(file, fractions, where), source, file.hygiene)
+    return CorpusText(split_file(file, fractions, where, group), source, file.hygiene)
 
 
 # --- sha256: hashing in blocks and the one check against an expected digest ----------------------
@@ -218,11 +263,13 @@ class CorpusSource(ABC):
 
 @dataclass(frozen=True)
 class Builtin:
-    """A builtin corpus: a function making its text offline, a short description, and what else the
-    text depends on (recorded in its fingerprint beside the text's sha256)."""
+    """A builtin corpus: a function making its text offline, a short description, what else the
+    text depends on (recorded in its fingerprint beside the text's sha256), and the key of a line
+    (without its newline) that a split keeps together (None: every line on its own)."""
     text: Callable[[], str]
     about: str
     pins: Callable[[], dict[str, str]] = dict
+    group: Callable[[str], str] | None = None
 
 
 def _builtin_python_docs() -> str:
@@ -239,12 +286,18 @@ def _python_version() -> dict[str, str]:
 BUILTIN_TEXTS: dict[str, Builtin] = {
     "builtin:python-docs": Builtin(_builtin_python_docs, "the Python reference documentation, from CPython",
                                    _python_version),
+    "builtin:cmudict": Builtin(builtin_pairs.cmudict_text,
+                               "English words -> their phonemes (the CMU Pronouncing Dictionary), split by headword",
+                               builtin_pairs.cmudict_pins, group=builtin_pairs.headword),
+    "builtin:dates": Builtin(builtin_pairs.dates_text,
+                             "dates as 20 locales write them -> ISO 8601 (CLDR, through Babel)",
+                             builtin_pairs.dates_pins),
 }
 BUILTINS = tuple(BUILTIN_TEXTS)    # the builtin specs, as older code imports them
 
 
 class BuiltinSource(CorpusSource):
-    """``builtin:NAME``: a text of :data:`BUILTIN_TEXTS`, split by ``data.split``."""
+    """``builtin:NAME``: a text of :data:`BUILTIN_TEXTS`, split by ``data.split`` (keeping its groups)."""
 
     def matches(self, spec: str, root: Path) -> bool:
         return spec.startswith("builtin:")
@@ -260,8 +313,9 @@ class BuiltinSource(CorpusSource):
         return {spec: sha256_of([b.text().encode("utf-8")]), **b.pins()}
 
     def open(self, spec, fractions, sha256, root, block_bytes):
-        file = scan(spec, data=self._builtin(spec).text().encode("utf-8"), block_bytes=block_bytes)
-        return _split_one_file(file, fractions, spec, spec)
+        b = self._builtin(spec)
+        file = scan(spec, data=b.text().encode("utf-8"), block_bytes=block_bytes)
+        return _split_one_file(file, fractions, spec, spec, b.group)
 
     def describe(self) -> str:
         return f"a builtin ({', '.join(BUILTIN_TEXTS)})"
