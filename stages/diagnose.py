@@ -41,15 +41,16 @@ def summarise(m: dict) -> dict:
 def main(argv: list[str]) -> None:
     p = load_params()
     data = load_prepared(PREPARED)
-    stream = BosStream(data.ids["valid"])
+    stream = BosStream(data.ids["valid"], data.starts("valid"))
     if len(stream) <= p.diagnose.max_context:
         raise SeqlabError(f"diagnose.max_context: {p.diagnose.max_context} tokens of context need a longer "
                           f"validation split than its {len(stream) - 1} tokens; lower diagnose.max_context")
     targets = sample_targets(len(stream), p.diagnose.max_context, p.diagnose.targets, p.diagnose.seed,
-                             data.mask("valid"))
+                             data.mask("valid"), data.starts("valid"))
     if not len(targets):
+        within = " within its example" if data.starts("valid") is not None else ""
         raise SeqlabError(f"diagnose: no scored validation target has diagnose.max_context={p.diagnose.max_context} "
-                          "tokens before it; lower diagnose.max_context")
+                          f"tokens before it{within}; lower diagnose.max_context")
     measures = {}
     for model in p.compared_models:
         measures[model] = diagnose(MODELS / model, p, stream, targets)

@@ -39,7 +39,7 @@ def evaluate(arch: str, p) -> None:
     for split in ("valid", "test"):
         # piece by piece: a split's log-probs (8 bytes a token) are never held at once
         pieces, protocol = network_pieces(network, data.ids[split], p.eval.stride_fraction, p.eval.batch_size,
-                                          stepper=stepper)
+                                          stepper=stepper, starts=data.starts(split))
         per_split[split] = split_scores(pieces, data.chars(split), data.mask(split))
     g = p.generate
     decoder = CompiledDecoder(stepper, network.vocab_size)

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
                  "the n-gram build (its sorted runs and the model)")
     t0 = time.perf_counter()
     build_kneser_ney(data.ids["train"], tok.vocab_size, p.ngram.order, model_file, memory_mb=p.ngram.memory_mb,
-                     tmp_dir=model_file.parent, progress=True)
+                     tmp_dir=model_file.parent, progress=True, boundary_id=data.boundary_id)
     build_seconds = time.perf_counter() - t0
     SavedNgram.mark(model_file.parent)
     saved = SavedNgram.load(model_file.parent)
@@ -40,6 +40,8 @@ def main(argv: list[str]) -> None:
         "train_tokens_per_second": len(data.ids["train"]) / build_seconds}
     provenance = {"family": f"{p.ngram.order}-gram KN", "order": p.ngram.order, "protocol": "stream",
                   "data_hash": data.data_hash}
+    if data.boundary_id is not None:    # the context restarts after every example's line end
+        provenance |= {"examples": data.examples, "context_reset_after": int(data.boundary_id)}
     write_json(METRICS / "ngram.json", metrics)
     samples_text = format_samples("ngram", samples, g)
     write_text(SAMPLES / "ngram.txt", samples_text)

@@ -16,7 +16,8 @@ def main(argv: list[str]) -> None:
     # int32 ids, at most one per character, written beside the previous ones before they are replaced
     chars = sum(corpus.split(s).chars for s in SPLITS)
     require_free(PREPARED, 2 * 4 * chars, "preparing the corpus (the token ids)")
-    s = prepare(corpus, PREPARED, d.tokenizer, d.vocab_size, d.lowercase, d.memory_mb, d.score_after)
+    s = prepare(corpus, PREPARED, d.tokenizer, d.vocab_size, d.lowercase, d.memory_mb, d.score_after,
+                d.examples, d.max_target_chars)
     print(f"prepared {s['source']} with the {d.tokenizer} tokenizer: vocabulary {s['vocab_size']}, "
           + ", ".join(f"{k} {v['tokens']} tokens" for k, v in s["splits"].items()))
     with model_run(p.mlflow.experiment, "data", "prepare", s["data_hash"]) as run:

@@ -17,6 +17,12 @@ from pipeline.training.loop import train_model
 from pipeline.training.runtime import is_chief
 
 
+def split_extras(data) -> dict:
+    """What training needs of the splits besides their ids: loss masks and example starts."""
+    return {f"{split}_{what}": get(split) for split in ("train", "valid")
+            for what, get in (("mask", data.mask), ("starts", data.starts))}
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise SystemExit("usage: python -m stages.train ARCH")
@@ -26,7 +32,7 @@ def main(argv: list[str]) -> None:
     if not is_chief():  # another worker of a multi-worker run: trains in lockstep with the chief, writes nothing
         data = load_prepared(PREPARED)
         train_model(m, t, data.ids["train"], data.ids["valid"], data.tokenizer.vocab_size, data.data_hash, p.seed,
-                    CHECKPOINTS / arch, build_model, train_mask=data.mask("train"), valid_mask=data.mask("valid"))
+                    CHECKPOINTS / arch, build_model, **split_extras(data))
         print(f"{arch}: worker done; the chief writes the outputs")
         return
     with exclusive(model_lock(arch), f"a stage of model {arch!r}"):
@@ -42,7 +48,7 @@ def train(arch, p, m, t, data) -> None:
                        | {"seed": p.seed, "data.tokenizer": data.tokenizer.kind, "vocab_size": vocab_size})
         result = train_model(m, t, data.ids["train"], data.ids["valid"], vocab_size, data.data_hash, p.seed,
                              CHECKPOINTS / arch, build_model, on_epoch=lambda row: run.log_history([row]),
-                             train_mask=data.mask("train"), valid_mask=data.mask("valid"))
+                             **split_extras(data))
         params_count = count_parameters(result.model)
         summary = {"arch": arch, "family": m.family, "parameters": params_count, "train_seconds": result.train_seconds,
                    "train_tokens_per_second": result.tokens_per_second, "steps": result.steps,

@@ -22,6 +22,7 @@ from pipeline.config.schema import spec as _spec
 from pipeline.errors import SeqlabError
 
 TOKENIZERS = ("char", "word", "wordpiece")
+EXAMPLE_MODES = ("stream", "lines", "pairs")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")     # model and experiment names
 
 
@@ -35,6 +36,10 @@ class DataParams:
     split: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])
     memory_mb: int = field(default=2048, metadata=_spec(ge=64))   # prepare's working memory, any corpus size
     score_after: str | None = None   # loss mask: only the tokens after this marker on its line are trained and scored
+    # stream: the text is one stream; lines: each line is one example, never seen across by a model;
+    # pairs: each line is one example source<TAB>target, checked, and only the target is scored
+    examples: str = field(default="stream", metadata=_spec(choices=EXAMPLE_MODES))
+    max_target_chars: int | None = field(default=None, metadata=_spec(ge=1))   # pairs: the longest target allowed
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,13 @@ def _cross_checks(p: Params) -> None:
                                or (p.data.tokenizer != "char" and len(marker.split()) != 1)):
         raise SeqlabError(f"params: data.score_after: {marker!r}: expected a marker that a line holds before the text "
                           "to score: no line break, and for the word and wordpiece tokenizers one word without spaces")
+    if p.data.examples == "pairs" and (marker is not None or p.data.tokenizer != "char"):
+        raise SeqlabError("params: data.examples: pairs scores each line's target (after its tab) with the char "
+                          f"tokenizer; expected data.score_after null (got {marker!r}) and data.tokenizer char "
+                          f"(got {p.data.tokenizer!r}); for word tokens write 'source MARK target' lines and use "
+                          "examples: lines with score_after: MARK")
+    if p.data.max_target_chars is not None and p.data.examples != "pairs":
+        raise SeqlabError("params: data.max_target_chars: applies to data.examples: pairs only; set it to null")
     if marker is not None and p.data.lowercase and marker != marker.lower():
         raise SeqlabError(f"params: data.score_after: {marker!r} is not lowercase, but data.lowercase is true: "
                           "the lowercased text would never hold it")

@@ -24,6 +24,7 @@ class PreparedData:
     tokenizer: Tokenizer
     stats: dict
     masks: dict[str, np.ndarray] = field(default_factory=dict)   # per split, with a loss mask (data.score_after)
+    example_starts: dict[str, np.ndarray] = field(default_factory=dict)   # per split, in examples mode
 
     @property
     def data_hash(self) -> str:
@@ -32,6 +33,21 @@ class PreparedData:
     def mask(self, split: str) -> np.ndarray | None:
         """uint8 per token: 1 where the token is trained and scored; None when every token is."""
         return self.masks.get(split)
+
+    def starts(self, split: str) -> np.ndarray | None:
+        """int64 first token index of every example (``data.examples: lines``); None in stream mode."""
+        return self.example_starts.get(split)
+
+    @property
+    def examples(self) -> str:
+        """``lines`` (each line one example) or ``stream``."""
+        return self.stats.get("examples", "stream")
+
+    @property
+    def boundary_id(self) -> int | None:
+        """The token that ends an example (after which every model starts afresh); None in stream mode."""
+        end = self.stats.get("example_end", -1)
+        return int(end) if self.example_starts and end > 0 else None
 
     def chars(self, split: str) -> int:
         """Characters of the scored text of ``split`` (all of it without a loss mask): bits per character."""
@@ -64,4 +80,6 @@ def load_prepared(folder: Path, mmap: bool = True) -> PreparedData:
     stats = read_json(folder / "stats.json")
     masks = {s: np.load(folder / f"{s}_mask.npy", allow_pickle=False, mmap_mode=mode) for s in SPLITS
              if stats.get("score_after")}
-    return PreparedData(ids, load_tokenizer(folder / "vocab.json"), stats, masks)
+    starts = {s: np.load(folder / f"{s}_starts.npy", allow_pickle=False, mmap_mode=mode) for s in SPLITS
+              if stats.get("examples")}
+    return PreparedData(ids, load_tokenizer(folder / "vocab.json"), stats, masks, starts)

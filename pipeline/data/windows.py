@@ -2,7 +2,9 @@
 
 Training windows start at random offsets of the ``[BOS] + ids`` stream, drawn from a generator
 seeded by (seed, epoch): an epoch's batches are the same after a resume, and the input pipeline
-runs ahead of the model (prefetch).
+runs ahead of the model (prefetch). In examples mode (``starts``, :mod:`pipeline.data.examples`)
+every window lies inside one example, read from that example's own ``<bos>``, padded past its end
+with weight 0.
 
 The ids are usually memory-mapped (``pipeline.data.prepared.load_prepared``) and may be larger than
 memory: each batch's windows are gathered on the host from the positions they need
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.data.examples import ExampleSampler, eval_rows, example_rows, row_weights
 from pipeline.errors import SeqlabError
 from pipeline.data.vocab_layout import BOS_ID
 
@@ -50,10 +53,12 @@ def window_rows(ids: np.ndarray, starts, width: int) -> np.ndarray:
 
 class BosStream:
     """``with_bos(ids)`` as a view: ``len``, slices and index arrays read only what they name, so
-    code written for the stream array runs on a memory-mapped split of any size."""
+    code written for the stream array runs on a memory-mapped split of any size. With example
+    ``starts`` every example's first position reads ``<bos>`` (its own start), not the previous
+    example's last token."""
 
-    def __init__(self, ids: np.ndarray):
-        self.ids = ids
+    def __init__(self, ids: np.ndarray, starts: np.ndarray | None = None):
+        self.ids, self.starts = ids, starts
 
     def __len__(self) -> int:
         return len(self.ids) + 1
@@ -61,7 +66,12 @@ class BosStream:
     def __getitem__(self, key) -> np.ndarray:
         if isinstance(key, slice):
             key = np.arange(*key.indices(len(self)))
-        return stream_at(self.ids, key)
+        out = stream_at(self.ids, key)
+        if self.starts is not None and len(self.starts):
+            key = np.asarray(key, np.int64)
+            j = np.minimum(np.searchsorted(self.starts, key), len(self.starts) - 1)
+            out[np.asarray(self.starts[j]) == key] = BOS_ID
+        return out
 
 
 def check_length(ids: np.ndarray, seq_len: int, what: str) -> None:
@@ -85,22 +95,27 @@ def shard_rows(batch_size: int, num_pipelines: int, pipeline_id: int, num_replic
 
 
 def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, seed: int, epoch: int,
-                  input_context=None, mask: np.ndarray | None = None):
+                  input_context=None, mask: np.ndarray | None = None, starts: np.ndarray | None = None):
     """``steps`` global batches of ``batch_size`` windows for one epoch.
 
     With a ``tf.distribute.InputContext`` (``strategy.distribute_datasets_from_function``) the
     dataset yields this pipeline's per-replica batches: rows ``[lo, hi)`` of every global batch,
     ``hi - lo = batch_size / workers``, in consecutive per-replica batches (the local replicas take
     consecutive elements). With a loss ``mask`` (one value per id) the batches also hold the
-    targets' weights (:func:`windows_dataset`).
+    targets' weights (:func:`windows_dataset`). With example ``starts`` the rows are drawn by
+    :class:`ExampleSampler` (and always carry weights).
     """
-    offsets = epoch_offsets(len(ids), seq_len, steps * batch_size, seed, epoch).reshape(steps, batch_size)
+    if starts is None:
+        offsets = epoch_offsets(len(ids), seq_len, steps * batch_size, seed, epoch).reshape(steps, batch_size)
+    else:
+        offsets = ExampleSampler(starts, len(ids), seq_len).rows(steps * batch_size, seed, epoch)
+        offsets = offsets.reshape(steps, batch_size, 3)
     per_batch = batch_size
     if input_context is not None:
         lo, hi, per_batch = shard_rows(batch_size, input_context.num_input_pipelines,
                                        input_context.input_pipeline_id, input_context.num_replicas_in_sync)
         offsets = offsets[:, lo:hi]
-    return windows_dataset(ids, offsets.reshape(-1), seq_len, per_batch, mask)
+    return windows_dataset(ids, offsets.reshape((-1,) + offsets.shape[2:]), seq_len, per_batch, mask)
 
 
 def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_size: int,
@@ -108,11 +123,16 @@ def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_si
     """Batches of ``batch_size`` (inputs, targets) windows ``with_bos(ids)[o:o + seq_len + 1]``, one
     per offset in order (a last partial batch is dropped), gathered from ``ids`` batch by batch on
     the host (``tf.numpy_function``), deterministic and prefetched. With a loss ``mask`` the batches
-    are (inputs, targets, weights): the float32 mask value of every target."""
+    are (inputs, targets, weights): the float32 mask value of every target. Offsets of shape (N, 3)
+    are example rows (:func:`pipeline.data.examples.example_rows`): always with weights."""
     import tensorflow as tf
     width = seq_len + 1
+    examples = np.ndim(offsets) == 2
 
     def gather(off):
+        if examples:
+            rows, valid = example_rows(ids, off, width)
+            return rows, row_weights(valid, off, mask)
         positions = window_positions(off, width)
         rows = stream_at(ids, positions)
         if mask is None:
@@ -121,13 +141,13 @@ def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_si
         return rows, stream_at(mask, positions[:, 1:]).astype(np.float32)
 
     def windows(off):
-        if mask is None:
+        if mask is None and not examples:
             w = tf.numpy_function(gather, [off], tf.int32, stateful=False)
         else:
             w, weights = tf.numpy_function(gather, [off], [tf.int32, tf.float32], stateful=False)
             weights.set_shape((batch_size, seq_len))
         w.set_shape((batch_size, width))
-        return (w[:, :-1], w[:, 1:]) if mask is None else (w[:, :-1], w[:, 1:], weights)
+        return (w[:, :-1], w[:, 1:]) if mask is None and not examples else (w[:, :-1], w[:, 1:], weights)
 
     offsets = np.asarray(offsets, dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices(offsets).batch(batch_size, drop_remainder=True)
@@ -139,11 +159,16 @@ def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_si
     return ds.map(windows, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_windows(ids: np.ndarray, seq_len: int, max_tokens: int,
-                 mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def eval_windows(ids: np.ndarray, seq_len: int, max_tokens: int, mask: np.ndarray | None = None,
+                 starts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(inputs, targets, weights) of non-overlapping windows covering the first ``max_tokens``
     targets (for per-epoch curves); reads only ``ids[:max_tokens]``. ``weights``: the targets'
-    float32 loss-mask values, None without a ``mask``."""
+    float32 loss-mask values, None without a ``mask``. With example ``starts``: the windows of the
+    whole examples within them, each read from its own start (weights always)."""
+    if starts is not None:
+        rows = eval_rows(starts, len(ids), seq_len, max_tokens)
+        tokens, valid = example_rows(ids, rows, seq_len + 1)
+        return tokens[:, :-1], tokens[:, 1:], row_weights(valid, rows, mask)
     stream = with_bos(ids[:max_tokens])
     n = (len(stream) - 1) // seq_len
     if n == 0:

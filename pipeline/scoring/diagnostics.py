@@ -19,14 +19,21 @@ BOOTSTRAP_REPS, BOOTSTRAP_LEVEL = 1000, 0.9   # resamples of the targets, and th
 Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def sample_targets(stream_len: int, context: int, count: int, seed: int, mask: np.ndarray | None = None) -> np.ndarray:
+def sample_targets(stream_len: int, context: int, count: int, seed: int, mask: np.ndarray | None = None,
+                   starts: np.ndarray | None = None) -> np.ndarray:
     """Sorted stream indices of ``count`` targets that each have ``context`` tokens before them;
-    with a loss ``mask`` (one value per id: stream index p is id p - 1) only scored targets."""
+    with a loss ``mask`` (one value per id: stream index p is id p - 1) only scored targets; with
+    example ``starts`` only targets whose ``context`` lies inside their own example (its ``<bos>``
+    included)."""
     first = max(1, min(int(context), stream_len - 1))
     if mask is None:
         pool = np.arange(first, stream_len)
     else:
         pool = np.flatnonzero(np.asarray(mask[first - 1:stream_len - 1])) + first
+    if starts is not None:
+        starts = np.asarray(starts, np.int64)
+        own = starts[np.searchsorted(starts, pool - 1, side="right") - 1]   # the target's example start
+        pool = pool[pool - int(context) >= own]
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
 

@@ -8,6 +8,11 @@ character divide the total NLL in bits by the characters of the split's text, so
 wordpiece models compare. With a loss mask (``data.score_after``) only the masked tokens are scored,
 every one still conditioned on all the text before it, and the characters are those they spell.
 
+In examples mode (``data.examples: lines``, example ``starts``) each example is scored on its own,
+from its own ``<bos>``: a recurrent state starts afresh at every example, windows never reach
+into the previous one, the n-gram's context resets after every line end. The protocol record
+says so (``examples``).
+
 A split may be larger than memory (memory-mapped ids): :func:`network_pieces` yields its log-probs
 piece by piece and :func:`split_scores` sums them as they come, so scoring holds O(piece) values;
 the array forms (:func:`network_logprobs`, :func:`windowed_logprobs`) concatenate the same pieces.
@@ -19,10 +24,11 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from pipeline.data.examples import example_rows, example_spans
 from pipeline.data.windows import window_rows
 from pipeline.models.family import STREAM
 from pipeline.models.catalog import family_of
-from pipeline.scoring.stream import batched, concat_pieces, stream_pieces
+from pipeline.scoring.stream import batched, concat_pieces, example_stream_pieces, stream_pieces
 
 
 def split_metrics(logprobs: np.ndarray, chars: int) -> dict:
@@ -98,26 +104,52 @@ def windowed_pieces(model, ids: np.ndarray, window: int, stride: int, batch_size
         yield np.concatenate([row[first - s:end - s] for row, (s, first, end) in zip(lp, chunk)]).astype(np.float64)
 
 
+def example_windowed_pieces(model, ids: np.ndarray, starts: np.ndarray, window: int, stride: int,
+                            batch_size: int) -> Iterator[np.ndarray]:
+    """:func:`windowed_pieces` within every example: each example's own window plan, its windows
+    read from its ``<bos>`` and padded to ``window`` inputs, batched across examples."""
+    import tensorflow as tf
+
+    @tf.function
+    def target_logprobs(x, y):
+        logits = tf.cast(model(x, training=False), tf.float32)
+        return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+
+    plan = ((a + s, a, e, first - s, end - s) for a, e in example_spans(starts, len(ids))
+            for s, first, end in iter_window_plan(e - a, window, stride))
+    for chunk in batched(plan, batch_size):
+        rows, _ = example_rows(ids, [c[:3] for c in chunk], window + 1)
+        lp = target_logprobs(tf.constant(rows[:, :-1]), tf.constant(rows[:, 1:])).numpy()
+        yield np.concatenate([row[lo:hi] for row, (*_, lo, hi) in zip(lp, chunk)]).astype(np.float64)
+
+
 def network_logprobs(network, ids: np.ndarray, stride_fraction: float, batch_size: int,
-                     stepper=None) -> tuple[np.ndarray, dict]:
+                     stepper=None, starts: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Score a split of ``network`` (a loaded ``pipeline.models.network.Network``) under its family's
     protocol; returns the log-probs and the protocol record (see :func:`network_pieces`)."""
-    pieces, protocol = network_pieces(network, ids, stride_fraction, batch_size, stepper)
+    pieces, protocol = network_pieces(network, ids, stride_fraction, batch_size, stepper, starts)
     return concat_pieces(pieces), protocol
 
 
 def network_pieces(network, ids: np.ndarray, stride_fraction: float, batch_size: int,
-                   stepper=None) -> tuple[Iterator[np.ndarray], dict]:
+                   stepper=None, starts: np.ndarray | None = None) -> tuple[Iterator[np.ndarray], dict]:
     """The log-probs of a split of ``network`` under its family's protocol, as consecutive pieces
     (memory O(piece); feed them to :func:`split_scores`), and the protocol record.
 
     ``stream``: the stepper's state is carried across the whole split (``stepper``, or a new one).
     ``window``: windows of the training context (``network.seq_len``), ``stride_fraction`` apart.
+    With example ``starts``: the same within each example, from the example's own ``<bos>``.
     """
+    examples = {} if starts is None else {"examples": "lines"}
     if family_of(network.cfg).protocol == STREAM:
-        return stream_pieces(stepper or network.stepper(), ids), {"protocol": "stream", "state_carried": True}
+        stepper = stepper or network.stepper()
+        if starts is not None:
+            return example_stream_pieces(stepper, ids, starts, batch_size=batch_size), {
+                "protocol": "stream", "state_carried": "within each example", **examples}
+        return stream_pieces(stepper, ids), {"protocol": "stream", "state_carried": True}
     window = network.seq_len
     stride = max(1, int(round(window * stride_fraction)))
-    return windowed_pieces(network.model, ids, window, stride, batch_size), {
-        "protocol": "sliding-window", "window": window, "stride": stride,
-        "min_context": window - stride if len(ids) > window else 0}
+    pieces = (windowed_pieces(network.model, ids, window, stride, batch_size) if starts is None
+              else example_windowed_pieces(network.model, ids, starts, window, stride, batch_size))
+    return pieces, {"protocol": "sliding-window", "window": window, "stride": stride,
+                    "min_context": window - stride if len(ids) > window else 0, **examples}

@@ -12,8 +12,10 @@ from itertools import islice
 
 import numpy as np
 
+from pipeline.data.examples import example_spans
 from pipeline.data.vocab_layout import BOS_ID
 from pipeline.data.windows import stream_at, window_rows
+from pipeline.errors import SeqlabError
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -63,6 +65,25 @@ def stream_pieces(stepper, ids: np.ndarray, chunk: int = 256, batch_size: int = 
     return _window_pieces(stepper, ids, chunk, batch_size)
 
 
+def example_stream_pieces(stepper, ids: np.ndarray, starts: np.ndarray, chunk: int = 256,
+                          batch_size: int = 32) -> Iterator[np.ndarray]:
+    """The log-probs of every example, in order, each from a fresh state and the example's own
+    ``<bos>`` (``data.examples: lines``): ``batch_size`` consecutive examples are scored side by
+    side, one row each, ``chunk`` positions per call. Holds O(batch x longest example). A bounded
+    stepper (``max_context``) takes examples of at most ``max_context`` tokens."""
+    ids = _flat(ids)
+    bound = stepper.max_context
+    chunk = max(1, int(chunk)) if bound is None else int(bound)
+    for group in batched(example_spans(starts, len(ids)), max(1, int(batch_size))):
+        a, e = (np.array(x, np.int64) for x in zip(*group))
+        if bound is not None and int((e - a).max()) > bound:
+            raise SeqlabError(f"an example of {int((e - a).max())} tokens is longer than this stepper's "
+                              f"max_context ({bound}); expected examples of at most {bound} tokens")
+        scores = np.concatenate([sc for _, sc in _segment_chunks(stepper, ids, a, e, chunk, fresh=True)], axis=1)
+        for row, (lo, hi) in enumerate(group):
+            yield scores[row, :hi - lo]
+
+
 def concat_pieces(pieces: Iterable[np.ndarray]) -> np.ndarray:
     """One float64 array of consecutive log-prob pieces (empty when there are none)."""
     return np.concatenate([np.zeros((0,), np.float64), *pieces]).astype(np.float64, copy=False)
@@ -86,10 +107,11 @@ def _pick(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.take_along_axis(lp, targets[..., None].astype(np.int64), axis=-1)[..., 0]
 
 
-def _segment_chunks(stepper, ids, starts, ends, chunk) -> Iterator[tuple[int, np.ndarray]]:
+def _segment_chunks(stepper, ids, starts, ends, chunk, fresh: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """``(c, scores (B, w))``: row b scores targets ``starts[b] + c ..`` (input: the token before each)
     for ``w <= chunk`` positions, one state per row carried across chunks; a row past its end
-    ``ends[b]`` is right-padded with BOS (never read: causal) and its scores there are meaningless."""
+    ``ends[b]`` is right-padded with BOS (never read: causal) and its scores there are meaningless.
+    ``fresh``: each row is an example, whose first input is BOS, not the token before it."""
     starts, ends = np.asarray(starts, np.int64), np.asarray(ends, np.int64)
     length = int((ends - starts).max())
     state = stepper.initial_state(len(starts))
@@ -98,6 +120,8 @@ def _segment_chunks(stepper, ids, starts, ends, chunk) -> Iterator[tuple[int, np
         valid = pos < ends[:, None]
         pos = np.where(valid, pos, 0)
         inputs = np.where(valid, stream_at(ids, pos), BOS_ID).astype(np.int32)
+        if fresh and c == 0:
+            inputs[:, 0] = BOS_ID
         targets = np.where(valid, ids[pos], 0)
         logits, state = stepper(inputs, state)
         yield c, _pick(logits, targets)

@@ -45,6 +45,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.data.examples import ExampleSampler
 from pipeline.data.windows import check_length, eval_windows, train_dataset
 from pipeline.disk import require_free  # check only
 from pipeline.errors import DivergenceError, SeqlabError
@@ -159,16 +160,24 @@ class TrainJob:
     on_epoch: Callable[[dict], None] | None = None
     train_mask: np.ndarray | None = None
     valid_mask: np.ndarray | None = None
+    train_starts: np.ndarray | None = None     # example starts (data.examples: lines), both or neither
+    valid_starts: np.ndarray | None = None
 
     def check_inputs(self) -> float:
-        """Refuse bad inputs before anything is built. Returns the fraction of the train tokens that
-        the loss mask scores (1.0 without a mask), which scales each batch's masked loss."""
-        check_length(self.train_ids, self.cfg.seq_len, "data/prepared/train.npy")
+        """Refuse bad inputs before anything is built. Returns the expected fraction of a window's
+        targets that count (the loss mask's density; in examples mode times the fraction inside
+        the example), which scales each batch's weighted loss."""
         pairs = ((self.train_mask, self.train_ids), (self.valid_mask, self.valid_ids))
         if (self.train_mask is None) != (self.valid_mask is None) or any(
                 m is not None and len(m) != len(i) for m, i in pairs):
             raise SeqlabError("loss masks: expected one mask value per token of both the train and the valid split")
-        return mask_density(self.train_mask) if self.train_mask is not None else 1.0
+        if (self.train_starts is None) != (self.valid_starts is None):
+            raise SeqlabError("examples: expected the example starts of both the train and the valid split")
+        density = mask_density(self.train_mask) if self.train_mask is not None else 1.0
+        if self.train_starts is not None:     # any example length works: short ones are padded
+            return density * ExampleSampler(self.train_starts, len(self.train_ids), self.cfg.seq_len).density
+        check_length(self.train_ids, self.cfg.seq_len, "data/prepared/train.npy")
+        return density
 
 
 @dataclass(frozen=True)
@@ -371,7 +380,8 @@ class TrainingRun:
         targets (over the masked ones with a loss mask), in batches of ``batch_size``."""
         import tensorflow as tf
         cfg = self.cfg
-        vx, vy, vw = eval_windows(self.job.valid_ids, cfg.seq_len, cfg.eval_tokens, self.job.valid_mask)
+        vx, vy, vw = eval_windows(self.job.valid_ids, cfg.seq_len, cfg.eval_tokens, self.job.valid_mask,
+                                  self.job.valid_starts)
         if vw is None:
             vw = np.ones(vy.shape, np.float32)
         elif not vw.any():
@@ -418,7 +428,7 @@ class TrainingRun:
         cfg, job = self.cfg, self.job
         dataset = self.setup.strategy.distribute_datasets_from_function(
             functools.partial(train_dataset, job.train_ids, cfg.seq_len, cfg.batch_size, cfg.steps_per_epoch,
-                              job.seed, epoch, mask=job.train_mask))
+                              job.seed, epoch, mask=job.train_mask, starts=job.train_starts))
         iterator = iter(dataset)
         bar = keras.utils.Progbar(cfg.steps_per_epoch, stateful_metrics=["loss", "lr"],
                                   verbose=1 if self.setup.chief else 0)
@@ -457,14 +467,16 @@ class TrainingRun:
 def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.ndarray, valid_ids: np.ndarray,
                 vocab_size: int, data_hash: str, seed: int, checkpoint_dir: Path,
                 build_model: Callable, on_epoch: Callable[[dict], None] | None = None,
-                train_mask: np.ndarray | None = None, valid_mask: np.ndarray | None = None) -> TrainResult:
+                train_mask: np.ndarray | None = None, valid_mask: np.ndarray | None = None,
+                train_starts: np.ndarray | None = None, valid_starts: np.ndarray | None = None) -> TrainResult:
     """Train ``model_cfg`` on ``train_ids``. With loss masks (``data.score_after``; one uint8 per id,
     both or neither) only the masked targets are trained and scored: a batch's loss is the sum of
     its masked targets' losses over ``batch x seq_len x`` the train mask's density, so it averages
     the scored targets in expectation and needs no all-reduce of the weights under tf.distribute;
-    the validation loss is the exact mean over the masked targets."""
+    the validation loss is the exact mean over the masked targets. With example starts
+    (``data.examples: lines``) no window crosses an example (:mod:`pipeline.data.examples`)."""
     job = TrainJob(model_cfg, train_cfg, train_ids, valid_ids, vocab_size, data_hash, seed, checkpoint_dir,
-                   build_model, on_epoch, train_mask, valid_mask)
+                   build_model, on_epoch, train_mask, valid_mask, train_starts, valid_starts)
     density = job.check_inputs()
     run = TrainingRun.build(job, set_up(job), density)
     run.restore()

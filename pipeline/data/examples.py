@@ -1,0 +1,133 @@
+"""Examples mode (``data.examples: lines``): each line is one example, and no model sees across one.
+
+An example is the tokens of one line with its line end. Its *stream* is ``[BOS] + example``: the
+first token is conditioned on ``<bos>`` alone, as a split's first token is in stream mode, so
+recurrent state, attention and convolution taps start afresh at every example. ``prepare`` writes
+each split's example starts (``<split>_starts.npy``: int64 token indices, 0 first, each one after a
+line end); an example runs to the next start (the last one to the split's end).
+
+In the split's stream coordinates (position p > 0 is ``ids[p - 1]``, as in
+:mod:`pipeline.data.windows`) example ``[a, e)`` of the ids occupies positions ``a .. e``, and
+position ``a`` reads ``<bos>`` instead of the previous example's last token. A *row* is
+``(first, a, e)``: ``width`` positions from ``first`` (``a <= first``), read as that example's
+stream and padded with ``<bos>`` past ``e`` (padding is never a target: its weight is 0).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from pipeline.data.vocab_layout import BOS_ID
+from pipeline.errors import SeqlabError
+
+LINES = "lines"
+PAIRS = "pairs"     # lines of source<TAB>target: examples too (pipeline.data.pairs)
+
+
+def line_starts(ids: np.ndarray, line_end: int, offset: int) -> np.ndarray:
+    """Token indices (plus ``offset``) just after every ``line_end`` in ``ids`` (int64): the starts
+    of the examples that follow them."""
+    return np.flatnonzero(np.asarray(ids) == line_end).astype(np.int64) + 1 + offset
+
+
+class StartsWriter:
+    """Collects a split's example starts piece by piece for an ``NpyAppender``: 0 first, then the
+    index after each line end except one that ends the split (the last start is held back until
+    a later token shows that an example follows it)."""
+
+    def __init__(self, out):
+        self.out, self.pending, self.count = out, np.zeros(1, np.int64), 0
+
+    def add(self, ids: np.ndarray, line_end: int, offset: int) -> None:
+        """The starts that ``ids``, the piece after ``offset`` tokens, shows."""
+        if len(ids):
+            found = line_starts(ids, line_end, offset)
+            self._write(np.concatenate([self.pending, found[:-1]]) if len(found) else self.pending)
+            self.pending = found[-1:]
+
+    def close(self, total: int) -> None:
+        """After the split's ``total`` tokens: a held start that an example follows is written."""
+        if len(self.pending) and self.pending[0] < total:
+            self._write(self.pending)
+        self.pending = np.zeros(0, np.int64)
+
+    def _write(self, starts: np.ndarray) -> None:
+        self.out.append(starts)
+        self.count += len(starts)
+
+
+def example_ends(starts: np.ndarray, n: int) -> np.ndarray:
+    """The end (exclusive token index) of every example: the next start, ``n`` for the last."""
+    starts = np.asarray(starts, np.int64)
+    return np.append(starts[1:], np.int64(n))
+
+
+def example_rows(ids: np.ndarray, rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens int32 (R, width), valid bool (R, width)) of ``rows`` ((R, 3): first, a, e): each
+    row's ``width`` stream positions from ``first``, ``<bos>`` at the example's own start and as
+    padding past its end; ``valid`` marks the positions inside the example."""
+    rows = np.asarray(rows, np.int64).reshape(-1, 3)
+    first, a, e = rows[:, :1], rows[:, 1:2], rows[:, 2:3]
+    pos = first + np.arange(width)
+    valid = pos <= e
+    safe = np.where(valid & (pos > a), pos, 1)
+    out = np.asarray(ids[safe - 1], dtype=np.int32) if len(ids) else np.zeros(pos.shape, np.int32)
+    out[~valid | (pos == a)] = BOS_ID
+    return out, valid
+
+
+def row_weights(valid: np.ndarray, rows: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """float32 (R, width - 1): 1 for every target inside its example, times its loss-mask value."""
+    w = valid[:, 1:].astype(np.float32)
+    if mask is not None:
+        first = np.asarray(rows, np.int64).reshape(-1, 3)[:, :1]
+        pos = first + 1 + np.arange(w.shape[1])                 # the targets' stream positions
+        w *= np.asarray(mask[np.where(valid[:, 1:], pos - 1, 0)], np.float32)
+    return w
+
+
+class ExampleSampler:
+    """Training rows drawn uniformly over every window position of every example: an example of
+    ``L`` tokens offers ``max(1, L - seq_len + 1)`` windows of ``seq_len`` targets (a shorter one
+    its single padded row), so long examples are seen in proportion to their length, as offsets
+    are in stream mode. Holds one int64 per example."""
+
+    def __init__(self, starts: np.ndarray, n: int, seq_len: int):
+        self.starts = np.asarray(starts, np.int64)
+        if not len(self.starts):
+            raise SeqlabError("examples mode: the train split holds no example")
+        self.ends = example_ends(self.starts, n)
+        lengths = self.ends - self.starts
+        self.windows = np.maximum(1, lengths - seq_len + 1)
+        self.cum = np.cumsum(self.windows)
+        # the expected fraction of a row's seq_len targets that lie inside its example
+        self.density = float(np.sum(self.windows * np.minimum(lengths, seq_len)) / (self.cum[-1] * seq_len))
+
+    def rows(self, count: int, seed: int, epoch: int) -> np.ndarray:
+        """``count`` rows (first, a, e), from a generator seeded by (seed, epoch)."""
+        rng = np.random.default_rng([seed, epoch])
+        u = rng.integers(0, int(self.cum[-1]), size=count, dtype=np.int64)
+        i = np.searchsorted(self.cum, u, side="right")
+        offset = u - (self.cum[i] - self.windows[i])
+        return np.stack([self.starts[i] + offset, self.starts[i], self.ends[i]], axis=-1)
+
+
+def eval_rows(starts: np.ndarray, n: int, seq_len: int, max_tokens: int) -> np.ndarray:
+    """Rows of non-overlapping windows of ``seq_len`` targets over the whole examples within the
+    first ``max_tokens`` tokens (at least one example), each example read from its own start."""
+    starts = np.asarray(starts[:max_tokens + 1], np.int64)     # no more examples than tokens
+    ends = example_ends(starts, n)
+    keep = max(1, int(np.searchsorted(ends, max_tokens, side="right")))
+    out = [(f, a, e) for a, e in zip(starts[:keep].tolist(), ends[:keep].tolist())
+           for f in range(a, e, seq_len)]
+    return np.asarray(out, np.int64).reshape(-1, 3)
+
+
+def example_spans(starts: np.ndarray, n: int) -> Iterator[tuple[int, int]]:
+    """(a, e) of every example in order, reading ``starts`` (maybe memory-mapped) in blocks."""
+    block = 1 << 20
+    for i in range(0, len(starts), block):
+        s = np.asarray(starts[i:i + block + 1], np.int64)
+        ends = s[1:] if i + block < len(starts) else np.append(s[1:], n)
+        yield from zip(s[:block].tolist(), ends.tolist())
