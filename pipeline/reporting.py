@@ -50,6 +50,19 @@ def format_samples(model: str, samples: list[tuple[str, str]], g) -> str:
     return head + "".join(f"\n=== prompt: {prompt!r}\n{prompt}{text}\n" for prompt, text in samples)
 
 
+def transduction_section(metrics: dict, table: str) -> str:
+    """The samples file's part for a paired corpus: the test transduction metrics and the first
+    sources with their greedy outputs and references."""
+    head = ", ".join(f"{k.removeprefix('test_')} {metrics[k]:.4g}" for k, _, _ in TRANSDUCTION_COLUMNS)
+    return (f"\n=== transduction: every test source decoded greedily up to its line end "
+            f"({metrics['test_sources']} sources): {head}\n\n{table}")
+
+
+# paired corpora (data.examples: pairs): what the greedy outputs score on the test sources
+TRANSDUCTION_COLUMNS = (("test_exact_match", "exact match", "{:.4f}"), ("test_cer", "CER", "{:.4f}"),
+                        ("test_ter", "token ER", "{:.4f}"), ("test_chrf", "chrF", "{:.1f}"),
+                        ("test_bleu", "BLEU", "{:.1f}"))
+
 COLUMNS = (("model", "model", "{}"), ("family", "family", "{}"), ("parameters", "params", "{:,}"),
            ("train_seconds", "train s", "{:.1f}"), ("train_tokens_per_second", "tokens/s", "{:,.0f}"),
            ("valid_ppl", "valid ppl", "{:.3f}"), ("valid_bpc", "valid bpc", "{:.4f}"),
@@ -60,13 +73,15 @@ def comparison_markdown(rows: list[dict], stats: dict) -> str:
     def cell(row, key, fmt):
         v = row.get(key)
         return "" if v is None else fmt.format(v)
+    columns = COLUMNS[:-1] + TRANSDUCTION_COLUMNS + COLUMNS[-1:] if any(
+        "test_exact_match" in r for r in rows) else COLUMNS
     lines = [f"# Model comparison on {stats['source']} ({stats['tokenizer']} tokens, vocabulary "
              f"{stats['vocab_size']}, data {stats['data_hash']})", "",
              "All models score every token of each split under one protocol (see README, Metrics); "
              "rows are sorted by test bits per character.", "",
-             "| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+             "| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(cell(row, k, f) for k, _, f in COLUMNS) + " |")
+        lines.append("| " + " | ".join(cell(row, k, f) for k, _, f in columns) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -72,6 +72,7 @@ class TrainParams:
 class EvalParams:
     batch_size: int = field(default=32, metadata=_spec(ge=1))
     stride_fraction: float = field(default=0.5, metadata=_spec(gt=0, le=1))
+    max_output_tokens: int = field(default=128, metadata=_spec(ge=1))   # paired corpora: a decoded output's cap
 
 
 @dataclass(frozen=True)

@@ -94,3 +94,16 @@ def generate_texts(sampler, tokenizer, rows: Sequence[dict], deadline: float | N
     for deltas in stream_texts(sampler, tokenizer, rows, deadline):
         texts = [t + d for t, d in zip(texts, deltas)]
     return texts
+
+
+def transduce(sampler, tokenizer, sources: Sequence[str], separator: str, end: str, max_tokens: int,
+              batch_size: int) -> list[str]:
+    """Greedy outputs for ``sources`` of a paired corpus: each prompt is ``source + separator`` (as
+    the examples were trained, from ``<bos>``), its output the text up to ``end`` (the example's
+    line end), decoded ``batch_size`` sources at a time."""
+    outputs: list[str] = []
+    for i in range(0, len(sources), batch_size):
+        rows = [{"prompt": s + separator, "max_tokens": max_tokens, "temperature": 0.0, "top_k": 0, "top_p": 1.0,
+                 "seed": 0, "stop": end} for s in sources[i:i + batch_size]]
+        outputs.extend(generate_texts(sampler, tokenizer, rows))
+    return outputs

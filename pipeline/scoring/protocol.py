@@ -124,23 +124,26 @@ def example_windowed_pieces(model, ids: np.ndarray, starts: np.ndarray, window: 
 
 
 def network_logprobs(network, ids: np.ndarray, stride_fraction: float, batch_size: int,
-                     stepper=None, starts: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+                     stepper=None, starts: np.ndarray | None = None,
+                     examples: str = "lines") -> tuple[np.ndarray, dict]:
     """Score a split of ``network`` (a loaded ``pipeline.models.network.Network``) under its family's
     protocol; returns the log-probs and the protocol record (see :func:`network_pieces`)."""
-    pieces, protocol = network_pieces(network, ids, stride_fraction, batch_size, stepper, starts)
+    pieces, protocol = network_pieces(network, ids, stride_fraction, batch_size, stepper, starts, examples)
     return concat_pieces(pieces), protocol
 
 
 def network_pieces(network, ids: np.ndarray, stride_fraction: float, batch_size: int,
-                   stepper=None, starts: np.ndarray | None = None) -> tuple[Iterator[np.ndarray], dict]:
+                   stepper=None, starts: np.ndarray | None = None,
+                   examples: str = "lines") -> tuple[Iterator[np.ndarray], dict]:
     """The log-probs of a split of ``network`` under its family's protocol, as consecutive pieces
     (memory O(piece); feed them to :func:`split_scores`), and the protocol record.
 
     ``stream``: the stepper's state is carried across the whole split (``stepper``, or a new one).
     ``window``: windows of the training context (``network.seq_len``), ``stride_fraction`` apart.
-    With example ``starts``: the same within each example, from the example's own ``<bos>``.
+    With example ``starts``: the same within each example, from the example's own ``<bos>``
+    (``examples``, the data's mode, is recorded).
     """
-    examples = {} if starts is None else {"examples": "lines"}
+    examples = {} if starts is None else {"examples": examples}
     if family_of(network.cfg).protocol == STREAM:
         stepper = stepper or network.stepper()
         if starts is not None:
