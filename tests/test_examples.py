@@ -153,7 +153,8 @@ def test_pairs_score_the_targets_and_name_the_file_and_line_of_a_bad_pair(tmp_pa
     assert stats["score_after"] == "\t" and data.examples == "pairs"
     ids, mask, starts = (np.asarray(a) for a in (data.ids["valid"], data.mask("valid"), data.starts("valid")))
     scored = data.tokenizer.decode(ids[mask == 1])
-    assert scored == "".join(line.split("\t")[1] for line in data.tokenizer.decode(ids).splitlines())
+    # every target with its line end: the token a decoder predicts to stop
+    assert scored == "".join(line.split("\t")[1] for line in data.tokenizer.decode(ids).splitlines(keepends=True))
     assert data.chars("valid") == len(scored) and len(starts) == stats["splits"]["valid"]["lines"]
     lines = good.splitlines(keepends=True)
     for line_no, bad, what in [(7, "no tab here\n", "no tab"), (len(lines) - 2, "\tx\n", "empty source"),

@@ -4,6 +4,8 @@ A line ``prompt MARKER answer`` contributes only the tokens of ``answer`` (the l
 to the training loss, the validation curves and every reported number; a line without the marker
 contributes none, although all of it stays context. This is the completion-only loss of
 instruction data, and the copy-memory task's loss on its ten target positions, as one corpus option.
+Paired examples (``data.examples: pairs``) score the line end too: it is the output's last token,
+the one a decoder must predict to stop.
 
 The mask is computed in token space, after tokenizing, so it holds for every tokenizer: the marker
 is the token sequence it encodes to (for word and wordpiece a reserved token of its own, see
@@ -36,9 +38,10 @@ def line_end_id(tokenizer) -> int:
     return tokenizer.tokens.index("\n") if "\n" in tokenizer.tokens else -1
 
 
-def scored_mask(ids: np.ndarray, marker: np.ndarray, line_end: int) -> np.ndarray:
+def scored_mask(ids: np.ndarray, marker: np.ndarray, line_end: int, include_end: bool = False) -> np.ndarray:
     """uint8 per token of ``ids`` (whole lines): 1 after the first ``marker`` of its line, up to the
-    line end (excluded); 0 elsewhere."""
+    line end (included with ``include_end``: a transducer must learn where its output stops); 0
+    elsewhere."""
     ids = np.asarray(ids)
     n, m = len(ids), len(marker)
     mask = np.zeros(n, np.uint8)
@@ -55,7 +58,7 @@ def scored_mask(ids: np.ndarray, marker: np.ndarray, line_end: int) -> np.ndarra
     lines, first = np.unique(line[starts], return_index=True)
     open_at = np.full(int(line[-1]) + 1, n, np.int64)
     open_at[lines] = starts[first] + m
-    mask[(np.arange(n) >= open_at[line]) & ~is_end] = 1
+    mask[(np.arange(n) >= open_at[line]) & (include_end | ~is_end)] = 1
     return mask
 
 

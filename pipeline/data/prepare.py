@@ -115,12 +115,13 @@ def _encode_split(corpus: CorpusText, name: str, tokenizer: Tokenizer, folder: P
             unk += int(np.count_nonzero(ids == UNK_ID))
             lines += piece.count("\n")
             if masks is not None:
-                mask = scored_mask(ids, marker, line_end)
+                mask = scored_mask(ids, marker, line_end, include_end=examples == PAIRS)
                 masks.append(mask)
                 h.update(mask.tobytes())
                 n = int(np.count_nonzero(mask))
                 scored += n
                 # one token a character: the scored characters are the scored tokens, no walk of the text
+                # (pairs are char-tokenized and score their line ends: each is a character too)
                 chars += n if tokenizer.kind == "char" else scored_chars(
                     piece, score_after, bool(tokenizer.options.get("lowercase")))
         if starts is not None:
