@@ -110,9 +110,12 @@ def test_diagnose_samples_only_targets_whose_context_lies_in_their_example():
     ids, starts, _ = examples_stream([5, 30, 4, 40], np.random.default_rng(3))
     targets = sample_targets(len(ids) + 1, 8, 100, seed=0, starts=starts)
     own = starts[np.searchsorted(starts, targets - 1, side="right") - 1]
-    assert len(targets) == (30 - 7) + (40 - 7) and np.all(targets - 8 >= own)   # the <bos> is context
+    assert np.all(targets - 8 >= own)                                       # the <bos> is context
+    # and not an example's last token when another follows (the view reads that one's <bos> there)
+    assert len(targets) == (30 - 7 - 1) + (40 - 7) and not np.isin(targets, starts).any()
     from pipeline.data.windows import BosStream
     stream = BosStream(ids, starts)
+    np.testing.assert_array_equal(stream[targets], ids[targets - 1])          # every target reads its own id
     np.testing.assert_array_equal(stream[starts], np.zeros(len(starts)))
     np.testing.assert_array_equal(stream[starts + 1], ids[starts])
 
@@ -179,6 +182,7 @@ def test_params_take_pairs_with_the_char_tokenizer_only():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"] |= {"examples": "pairs", "max_target_chars": 40}
     assert parse_params(raw).data.examples == "pairs"
+    assert parse_params({**raw, "data": raw["data"] | {"max_target_chars": None}}).data.max_target_chars is None
     for bad, match in [({"tokenizer": "word"}, "expected data.score_after null"),
                        ({"score_after": "=>"}, "expected data.score_after null"),
                        ({"examples": "lines"}, "max_target_chars: applies to data.examples: pairs only"),

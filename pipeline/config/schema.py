@@ -64,6 +64,8 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
 
 
 def check_range(value: Any, meta: dict, path: str) -> None:
+    if value is None:       # an optional field left unset (null): no range to check
+        return
     if "choices" in meta and value not in meta["choices"]:
         hint = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""

@@ -24,7 +24,8 @@ def sample_targets(stream_len: int, context: int, count: int, seed: int, mask: n
     """Sorted stream indices of ``count`` targets that each have ``context`` tokens before them;
     with a loss ``mask`` (one value per id: stream index p is id p - 1) only scored targets; with
     example ``starts`` only targets whose ``context`` lies inside their own example (its ``<bos>``
-    included)."""
+    included), and not an example's last token (its line end, scored in pairs mode): the stream
+    view (``BosStream``) reads the next example's ``<bos>`` at that index."""
     first = max(1, min(int(context), stream_len - 1))
     if mask is None:
         pool = np.arange(first, stream_len)
@@ -33,7 +34,7 @@ def sample_targets(stream_len: int, context: int, count: int, seed: int, mask: n
     if starts is not None:
         starts = np.asarray(starts, np.int64)
         own = starts[np.searchsorted(starts, pool - 1, side="right") - 1]   # the target's example start
-        pool = pool[pool - int(context) >= own]
+        pool = pool[(pool - int(context) >= own) & ~np.isin(pool, starts)]
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
 

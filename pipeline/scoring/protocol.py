@@ -79,6 +79,19 @@ def iter_window_plan(n: int, window: int, stride: int) -> Iterator[tuple[int, in
         yield n - window, max(covered, n - window), n
 
 
+def target_scorer(model):
+    """``(inputs, targets) -> log p(target | window)``, (B, T) int arrays to a (B, T) numpy array:
+    ``model``'s forward pass as one traced graph function."""
+    import tensorflow as tf
+
+    @tf.function
+    def target_logprobs(x, y):
+        logits = tf.cast(model(x, training=False), tf.float32)
+        return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+
+    return lambda x, y: target_logprobs(tf.constant(x), tf.constant(y)).numpy()
+
+
 def windowed_logprobs(model, ids: np.ndarray, window: int, stride: int, batch_size: int) -> np.ndarray:
     """log p(x_t | window context) for every t, windows of ``window`` inputs every ``stride`` tokens."""
     return concat_pieces(windowed_pieces(model, ids, window, stride, batch_size))
@@ -87,20 +100,14 @@ def windowed_logprobs(model, ids: np.ndarray, window: int, stride: int, batch_si
 def windowed_pieces(model, ids: np.ndarray, window: int, stride: int, batch_size: int) -> Iterator[np.ndarray]:
     """Consecutive float64 pieces of :func:`windowed_logprobs`, one batch of ``batch_size`` windows
     at a time, each gathered from ``ids`` when its turn comes."""
-    import tensorflow as tf
     n = len(ids)
     if n == 0:
         return
     width = min(window, n)
-
-    @tf.function
-    def target_logprobs(x, y):
-        logits = tf.cast(model(x, training=False), tf.float32)
-        return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-
+    target_logprobs = target_scorer(model)
     for chunk in batched(iter_window_plan(n, window, stride), batch_size):
         w = window_rows(ids, [s for s, _, _ in chunk], width + 1)
-        lp = target_logprobs(tf.constant(w[:, :-1]), tf.constant(w[:, 1:])).numpy()
+        lp = target_logprobs(w[:, :-1], w[:, 1:])
         yield np.concatenate([row[first - s:end - s] for row, (s, first, end) in zip(lp, chunk)]).astype(np.float64)
 
 
@@ -108,18 +115,12 @@ def example_windowed_pieces(model, ids: np.ndarray, starts: np.ndarray, window: 
                             batch_size: int) -> Iterator[np.ndarray]:
     """:func:`windowed_pieces` within every example: each example's own window plan, its windows
     read from its ``<bos>`` and padded to ``window`` inputs, batched across examples."""
-    import tensorflow as tf
-
-    @tf.function
-    def target_logprobs(x, y):
-        logits = tf.cast(model(x, training=False), tf.float32)
-        return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-
+    target_logprobs = target_scorer(model)
     plan = ((a + s, a, e, first - s, end - s) for a, e in example_spans(starts, len(ids))
             for s, first, end in iter_window_plan(e - a, window, stride))
     for chunk in batched(plan, batch_size):
         rows, _ = example_rows(ids, [c[:3] for c in chunk], window + 1)
-        lp = target_logprobs(tf.constant(rows[:, :-1]), tf.constant(rows[:, 1:])).numpy()
+        lp = target_logprobs(rows[:, :-1], rows[:, 1:])
         yield np.concatenate([row[lo:hi] for row, (*_, lo, hi) in zip(lp, chunk)]).astype(np.float64)
 
 
