@@ -1,5 +1,8 @@
 """``python -m pipeline.generate MODEL --prompt TEXT``: generate text from any seqlab model.
 
+A model of paired data also decodes sources: ``--source TEXT`` (repeatable) prints one
+``source<TAB>output`` line each, decoded by beam search (``--beam-width``, 1: greedy).
+
 MODEL is a registered model (``models:/seqlab-lstm@champion``, ``models:/seqlab-gru/3``), a run's
 generator (``runs:/<run id>/generator``), a logged model folder (one holding ``MLmodel``), or a
 folder a ``make run`` leaves (``models/<arch>``, with the vocabulary of ``--vocab``). The text is
@@ -22,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.generate", description=__doc__.splitlines()[0])
     ap.add_argument("model", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/generator or a folder")
     ap.add_argument("--prompt", action="append", help="repeatable; default: standard input, one prompt")
+    ap.add_argument("--source", action="append", help="repeatable: decode this source to its output (a model of "
+                                                      "paired data: data.examples: pairs)")
+    ap.add_argument("--beam-width", type=int, help="sources: beams per source (1: greedy, the default)")
+    ap.add_argument("--length-penalty", type=float, help="sources: GNMT's alpha (default 0.6)")
     ap.add_argument("--max-tokens", type=int, help=f"new tokens per prompt (at most {MAX_TOKENS}; "
                                                   "default: the model's logged default)")
     ap.add_argument("--temperature", type=float, help="0 is greedy")
@@ -39,9 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.tracking.pyfunc import DEFAULTS, open_text_generator
     from pipeline.generation.requests import RequestError, parse_requests
 
+    if args.source is not None and args.prompt is not None:
+        ap.error("give --prompt or --source, not both")
+    params = {k: getattr(args, k) for k in ("max_tokens", "temperature", "top_k", "top_p", "seed", "stop",
+                                            "beam_width", "length_penalty") if getattr(args, k) is not None}
+    if args.source is not None:
+        return _transduce(args, params)
     prompts = args.prompt if args.prompt is not None else [sys.stdin.read()]
-    params = {k: getattr(args, k) for k in ("max_tokens", "temperature", "top_k", "top_p", "seed", "stop")
-              if getattr(args, k) is not None}
     try:
         parse_requests(prompts, params, DEFAULTS)                # refuse a bad request before loading anything
         generator = open_text_generator(args.model, args.vocab)
@@ -56,6 +67,23 @@ def main(argv: list[str] | None = None) -> int:
             texts = generator.predict(None, prompts, params)["text"]
             for prompt, text in zip(prompts, texts):
                 sys.stdout.write(f"=== prompt: {prompt!r}\n{prompt}{text}\n")
+    except (SeqlabError, RequestError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _transduce(args, params: dict) -> int:
+    """``--source``: each source and its output, one ``source<TAB>output`` line each."""
+    from pipeline.errors import SeqlabError
+    from pipeline.generation.requests import RequestError, parse_requests
+    from pipeline.tracking.pyfunc import DEFAULTS, open_text_generator
+    request = {"source": args.source}
+    try:
+        parse_requests(request, params, DEFAULTS)                # refuse a bad request before loading anything
+        generator = open_text_generator(args.model, args.vocab)
+        for source, text in zip(args.source, generator.predict(None, request, params)["text"]):
+            sys.stdout.write(f"{source}\t{text}\n")
     except (SeqlabError, RequestError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

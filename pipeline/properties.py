@@ -12,6 +12,7 @@ from pipeline.io import atomic_write, write_text
 from pipeline.scoring.diagnostics import THRESHOLD
 
 CURVES_PNG, ATTENTION_PNG = "properties_curves.png", "properties_attention.png"   # in reports/
+ALIGNMENT_PNG = "properties_alignment.png"     # in reports/: the encoder-decoders' attention over the source
 TABLES = {   # file -> (columns, the curve of a model's measures it holds)
     "context.csv": ("arch", "context_tokens", "loss"),
     "order.csv": ("arch", "kept_tokens", "loss_increase"),
@@ -55,7 +56,7 @@ def _with_interval(s: dict, key: str) -> str:
 
 
 def properties_markdown(summaries: dict[str, dict], bpc: dict[str, float], threshold: float = THRESHOLD,
-                        figures: tuple[str, ...] = (CURVES_PNG, ATTENTION_PNG)) -> str:
+                        figures: tuple[str, ...] = (CURVES_PNG, ATTENTION_PNG, ALIGNMENT_PNG)) -> str:
     """The property table: one row per model, the measured numbers, then the figures."""
     head = ("| model | valid bpc | full context | effective context | order matters up to | "
             "gradient decay / token | gradient half-life | half-life at init | mean attention distance |")
@@ -147,4 +148,37 @@ def plot_attention(path: Path, models: list[tuple[str, list]]) -> None:
             axes[i][h].set_title(f"{model} layer {i} head {h}", fontsize=8)
             axes[i][h].set_xticks([])
             axes[i][h].set_yticks([])
+    _save(fig, path)
+
+
+def _label(token: str) -> str:
+    return {"\n": "⏎", "\t": "⇥", " ": "␣"}.get(token, token)
+
+
+def plot_alignment(path: Path, examples: list[tuple[list[str], list[str]]], models: list[tuple[str, list]]) -> None:
+    """The alignment picture of the lectures (Bahdanau et al. 2015, figure 3): for each
+    encoder-decoder (a row) and test example (a column), the attention of each target token's
+    prediction (rows of the map) over the source tokens (columns), the reference target given.
+    ``examples``: (source tokens, target tokens) each; ``models``: (name, one map per example).
+    A figure saying so when no model has an encoder."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if not models or not examples:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no encoder-decoder (paired data only)", ha="center", va="center")
+        _save(fig, path)
+        return
+    cols = len(examples)
+    fig, axes = plt.subplots(len(models), cols, figsize=(3.6 * cols, 3.2 * len(models)), squeeze=False)
+    for r, (model, maps) in enumerate(models):
+        for c, ((source, target), weights) in enumerate(zip(examples, maps)):
+            ax = axes[r][c]
+            ax.imshow(weights, cmap="gray_r", vmin=0, vmax=1, aspect="auto")
+            ax.set_xticks(range(len(source)), [_label(t) for t in source], fontsize=7)
+            ax.set_yticks(range(len(target)), [_label(t) for t in target], fontsize=7)
+            ax.set_title(model, fontsize=8)
+            ax.set_xlabel("source", fontsize=7)
+            ax.set_ylabel("target (predicted)", fontsize=7)
     _save(fig, path)

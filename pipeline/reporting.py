@@ -51,17 +51,23 @@ def format_samples(model: str, samples: list[tuple[str, str]], g) -> str:
 
 
 def transduction_section(metrics: dict, table: str) -> str:
-    """The samples file's part for a paired corpus: the test transduction metrics and the first
-    sources with their greedy outputs and references."""
-    head = ", ".join(f"{k.removeprefix('test_')} {metrics[k]:.4g}" for k, _, _ in TRANSDUCTION_COLUMNS)
-    return (f"\n=== transduction: every test source decoded greedily up to its line end "
-            f"({metrics['test_sources']} sources): {head}\n\n{table}")
+    """The samples file's part for a paired corpus: the test transduction metrics (greedy, and the
+    beam's where there is one) and the first sources with their outputs and references."""
+    def head(prefix):
+        return ", ".join(f"{label} {metrics[prefix + k.removeprefix('test_')]:.4g}"
+                         for k, label, _ in TRANSDUCTION_COLUMNS if prefix + k.removeprefix("test_") in metrics)
+    text = (f"\n=== transduction: every test source decoded up to its line end ({metrics['test_sources']} "
+            f"sources)\ngreedy: {head('test_')}\n")
+    if "test_beam_width" in metrics:
+        text += f"beam ({metrics['test_beam_width']}): {head('test_beam_')}\n"
+    return text + f"\n{table}"
 
 
-# paired corpora (data.examples: pairs): what the greedy outputs score on the test sources
+# paired corpora (data.examples: pairs): what the outputs score on the test sources, greedy then beam
 TRANSDUCTION_COLUMNS = (("test_exact_match", "exact match", "{:.4f}"), ("test_cer", "CER", "{:.4f}"),
                         ("test_ter", "token ER", "{:.4f}"), ("test_chrf", "chrF", "{:.1f}"),
                         ("test_bleu", "BLEU", "{:.1f}"))
+BEAM_COLUMNS = (("test_beam_exact_match", "beam exact match", "{:.4f}"), ("test_beam_ter", "beam token ER", "{:.4f}"))
 
 COLUMNS = (("model", "model", "{}"), ("family", "family", "{}"), ("parameters", "params", "{:,}"),
            ("train_seconds", "train s", "{:.1f}"), ("train_tokens_per_second", "tokens/s", "{:,.0f}"),
@@ -73,7 +79,7 @@ def comparison_markdown(rows: list[dict], stats: dict) -> str:
     def cell(row, key, fmt):
         v = row.get(key)
         return "" if v is None else fmt.format(v)
-    columns = COLUMNS[:-1] + TRANSDUCTION_COLUMNS + COLUMNS[-1:] if any(
+    columns = COLUMNS[:-1] + TRANSDUCTION_COLUMNS + BEAM_COLUMNS + COLUMNS[-1:] if any(
         "test_exact_match" in r for r in rows) else COLUMNS
     lines = [f"# Model comparison on {stats['source']} ({stats['tokenizer']} tokens, vocabulary "
              f"{stats['vocab_size']}, data {stats['data_hash']})", "",

@@ -12,19 +12,40 @@ from pipeline.data.windows import BosStream
 from pipeline.errors import SeqlabError
 from pipeline.io import read_json, write_json
 from pipeline.paths import DIAGNOSTICS, MODELS, PLOTS, PREPARED, PROVENANCE, REPORTS
-from pipeline.properties import ATTENTION_PNG, CURVES_PNG, curve_rows, plot_attention, plot_curves, write_tables
+from pipeline.data.examples import example_spans
+from pipeline.data.vocab_layout import BOS_ID
+from pipeline.properties import (ALIGNMENT_PNG, ATTENTION_PNG, CURVES_PNG, curve_rows, plot_alignment, plot_attention,
+                                 plot_curves, write_tables)
 from pipeline.saved import load_saved
 from pipeline.scoring.diagnostics import fit_decay, measure_context, sample_targets, windows
 from pipeline.stage import run_stage
 from pipeline.tracking.runs import model_run
 
+ALIGNED_EXAMPLES = 3     # test examples drawn in the alignment figure
 
-def diagnose(folder, p, stream, targets) -> dict:
-    """Every measure of one saved model: its use of context, then its probes (where they apply)."""
+
+def diagnose(folder, p, stream, targets, examples) -> dict:
+    """Every measure of one saved model: its use of context, then its probes (where they apply),
+    and its alignments on ``examples`` (encoder-decoders)."""
     saved = load_saved(folder)
     cap, order_width = saved.context_limits(p.diagnose.max_context)
     m = measure_context(saved.context_scorer(), stream, targets, cap, p.diagnose.seed, order_width=order_width)
-    return m | saved.probes(windows(stream, targets, cap), stream[targets].astype(np.int32), p.seed)
+    return (m | saved.probes(windows(stream, targets, cap), stream[targets].astype(np.int32), p.seed)
+            | {"alignment": saved.alignments(examples)})
+
+
+def alignment_examples(data, count: int = ALIGNED_EXAMPLES) -> list[np.ndarray]:
+    """The first ``count`` test examples of paired data, each ``<bos>`` + its ids; [] for other data."""
+    if data.marker_id is None:
+        return []
+    ids, spans = data.ids["test"], example_spans(data.starts("test"), len(data.ids["test"]))
+    return [np.concatenate([[BOS_ID], np.asarray(ids[a:e])]) for (a, e), _ in zip(spans, range(count))]
+
+
+def token_labels(tokenizer, ids: np.ndarray, marker_id: int) -> tuple[list[str], list[str]]:
+    """(source tokens from <bos>, predicted target tokens) of one example: the alignment's axes."""
+    marker = int(np.flatnonzero(ids == marker_id)[0])
+    return [tokenizer.tokens[int(i)] for i in ids[:marker]], [tokenizer.tokens[int(i)] for i in ids[marker + 1:]]
 
 
 def summarise(m: dict) -> dict:
@@ -51,9 +72,9 @@ def main(argv: list[str]) -> None:
         within = " within its example" if data.starts("valid") is not None else ""
         raise SeqlabError(f"diagnose: no scored validation target has diagnose.max_context={p.diagnose.max_context} "
                           f"tokens before it{within}; lower diagnose.max_context")
-    measures = {}
+    measures, examples = {}, alignment_examples(data)
     for model in p.compared_models:
-        measures[model] = diagnose(MODELS / model, p, stream, targets)
+        measures[model] = diagnose(MODELS / model, p, stream, targets, examples)
         print(f"diagnose {model}: done")
     summaries = {model: summarise(m) for model, m in measures.items()}
     rows = {}
@@ -66,6 +87,8 @@ def main(argv: list[str]) -> None:
     plot_curves(REPORTS / CURVES_PNG, rows)
     plot_attention(REPORTS / ATTENTION_PNG, [(model, m["attention_window"]) for model, m in measures.items()
                                             if m.get("attention_window")])
+    aligned = [(model, m["alignment"]) for model, m in measures.items() if m["alignment"]]
+    plot_alignment(REPORTS / ALIGNMENT_PNG, [token_labels(data.tokenizer, e, data.marker_id) for e in examples], aligned)
     print("\n".join(f"{model}: {s}" for model, s in summaries.items()))
     for model, s in summaries.items():
         provenance = read_json(PROVENANCE / f"{model}.json")
@@ -73,6 +96,8 @@ def main(argv: list[str]) -> None:
             run.log_metrics({f"diagnose_{k}": v for k, v in s.items()})
             run.log_artifact(DIAGNOSTICS / f"{model}.json", "diagnose")
             run.log_artifact(REPORTS / CURVES_PNG, "diagnose")
+            if measures[model]["alignment"]:
+                run.log_artifact(REPORTS / ALIGNMENT_PNG, "diagnose")
 
 
 if __name__ == "__main__":

@@ -6,16 +6,16 @@ training, so that the serving code is a dependency of this stage only: editing i
 (a new version; an unchanged one is found, see ``pipeline.tracking.registration``) and never retrains.
 """
 from pipeline.config.params import load_params
-from pipeline.data.examples import PAIRS
 from pipeline.data.prepared import load_prepared
 from pipeline.generation.compiled import CompiledDecoder
 from pipeline.generation.text import generate_texts, sample_rows
 from pipeline.io import read_json, write_json, write_text
 from pipeline.models.network import load_network
 from pipeline.paths import METRICS, MODELS, PREPARED, PROVENANCE, SAMPLES, model_lock
-from pipeline.reporting import format_samples, transduction_section
+from pipeline.reporting import format_samples
 from pipeline.scoring.protocol import flat_metrics, network_pieces, split_scores
-from pipeline.scoring.transduction import measure_transduction
+from pipeline.saved.network import SavedNetwork
+from pipeline.scoring.transduction import paired_results
 from pipeline.stage import run_stage
 from pipeline.tracking.registration import register_trained
 from pipeline.tracking.registry import set_version_metrics
@@ -49,17 +49,13 @@ def evaluate(arch: str, p) -> None:
     summary = read_json(MODELS / arch / "run.json")
     registered = register_trained(p.mlflow.experiment, arch, summary, MODELS / arch, network,
                                   PREPARED / "vocab.json", data.data_hash, g)
-    scores = flat_metrics(per_split)
-    if data.examples == PAIRS:     # what the model outputs for every test source
-        found, table = measure_transduction(decoder, data, p.eval.max_output_tokens, p.eval.batch_size)
-        scores |= found
+    transduced, section = paired_results(SavedNetwork(network), data, p.eval)   # what it outputs, paired data
+    scores = flat_metrics(per_split) | transduced
     metrics = scores | {k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")}
     provenance = {"family": summary["family"], **protocol, "data_hash": data.data_hash,
                   "registered_model": registered["name"], "version": registered["version"],
                   "run_id": registered["run_id"]}
-    samples_text = format_samples(arch, samples, g)
-    if data.examples == PAIRS:
-        samples_text += transduction_section(scores, table)
+    samples_text = format_samples(arch, samples, g) + section
     write_json(METRICS / f"{arch}.json", metrics)
     write_json(PROVENANCE / f"{arch}.json", provenance)
     write_text(SAMPLES / f"{arch}.txt", samples_text)

@@ -2,17 +2,16 @@
 import time
 
 from pipeline.config.params import load_params
-from pipeline.data.examples import PAIRS
 from pipeline.data.prepared import load_prepared
 from pipeline.disk import require_free  # check only
 from pipeline.generation.text import generate_texts, sample_rows
 from pipeline.io import write_json, write_text
 from pipeline.models.ngram_external import build_disk_bytes, build_kneser_ney
 from pipeline.paths import METRICS, MODELS, NGRAM_FILE, PREPARED, PROVENANCE, SAMPLES
-from pipeline.reporting import format_samples, transduction_section
+from pipeline.reporting import format_samples
 from pipeline.saved.ngram import SavedNgram
 from pipeline.scoring.protocol import flat_metrics, split_scores
-from pipeline.scoring.transduction import measure_transduction
+from pipeline.scoring.transduction import paired_results
 from pipeline.stage import run_stage
 from pipeline.tracking.registration import register_generator
 from pipeline.tracking.registry import registered_name, set_version_metrics
@@ -37,10 +36,8 @@ def main(argv: list[str]) -> None:
     per_split = {s: split_scores(lm.logprob_pieces(data.ids[s]), data.chars(s), data.mask(s)) for s in ("valid", "test")}
     g = p.generate
     samples = list(zip(g.prompts, generate_texts(saved.sampler(), tok, sample_rows(g))))
-    scores = flat_metrics(per_split)
-    if data.examples == PAIRS:     # what the model outputs for every test source
-        found, table = measure_transduction(saved.sampler(), data, p.eval.max_output_tokens, p.eval.batch_size)
-        scores |= found
+    transduced, section = paired_results(saved, data, p.eval)      # what it outputs, paired data
+    scores = flat_metrics(per_split) | transduced
     metrics = scores | {
         "parameters": int(lm.parameters), "train_seconds": build_seconds,
         "train_tokens_per_second": len(data.ids["train"]) / build_seconds}
@@ -49,9 +46,7 @@ def main(argv: list[str]) -> None:
     if data.boundary_id is not None:    # the context restarts after every example's line end
         provenance |= {"examples": data.examples, "context_reset_after": int(data.boundary_id)}
     write_json(METRICS / "ngram.json", metrics)
-    samples_text = format_samples("ngram", samples, g)
-    if data.examples == PAIRS:
-        samples_text += transduction_section(scores, table)
+    samples_text = format_samples("ngram", samples, g) + section
     write_text(SAMPLES / "ngram.txt", samples_text)
     print(f"ngram order {p.ngram.order}: valid ppl {metrics['valid_ppl']:.3f}, test bpc {metrics['test_bpc']:.4f}")
     name = registered_name(p.mlflow.experiment, "ngram")

@@ -2,11 +2,15 @@
 
 The training run is logged to MLflow; the evaluate stage registers the network (the serving code is
 not a dependency of training)."""
+import functools
+
 from pipeline.config.params import load_params
+from pipeline.data.examples import longest_example
 from pipeline.data.prepared import load_prepared
 from pipeline.io import write_json
 from pipeline.models import build_model, count_parameters
-from pipeline.models.catalog import model_config
+from pipeline.errors import SeqlabError
+from pipeline.models.catalog import family_of, model_config
 from pipeline.models.network import save_network
 from pipeline.paths import CHECKPOINTS, MODELS, PLOTS, PREPARED, model_lock
 from pipeline.reporting import write_history_csv
@@ -15,6 +19,18 @@ from pipeline.tracking.runs import model_run
 from pipeline.lock import exclusive
 from pipeline.training.loop import train_model
 from pipeline.training.runtime import is_chief
+
+
+def network_builder(data, m, t):
+    """``build_model`` for this data: an encoder-decoder gets the data's marker id, and every example
+    must fit one window of the training context (it reads its whole source from the window)."""
+    if family_of(m).reads_source:
+        longest = max(longest_example(data.starts(s), len(data.ids[s])) for s in ("train", "valid", "test"))
+        if longest > t.seq_len:
+            raise SeqlabError(f"train.seq_len: {t.seq_len} is shorter than the longest example ({longest} tokens "
+                              f"with its line end); family {m.family!r} reads each example whole: expected "
+                              f"train.seq_len >= {longest}, or a smaller data.max_target_chars")
+    return functools.partial(build_model, marker_id=data.marker_id)
 
 
 def split_extras(data) -> dict:
@@ -32,7 +48,7 @@ def main(argv: list[str]) -> None:
     if not is_chief():  # another worker of a multi-worker run: trains in lockstep with the chief, writes nothing
         data = load_prepared(PREPARED)
         train_model(m, t, data.ids["train"], data.ids["valid"], data.tokenizer.vocab_size, data.data_hash, p.seed,
-                    CHECKPOINTS / arch, build_model, **split_extras(data))
+                    CHECKPOINTS / arch, network_builder(data, m, t), **split_extras(data))
         print(f"{arch}: worker done; the chief writes the outputs")
         return
     with exclusive(model_lock(arch), f"a stage of model {arch!r}"):
@@ -47,7 +63,8 @@ def train(arch, p, m, t, data) -> None:
                        | {f"train.{k}": v for k, v in vars(t).items()}
                        | {"seed": p.seed, "data.tokenizer": data.tokenizer.kind, "vocab_size": vocab_size})
         result = train_model(m, t, data.ids["train"], data.ids["valid"], vocab_size, data.data_hash, p.seed,
-                             CHECKPOINTS / arch, build_model, on_epoch=lambda row: run.log_history([row]),
+                             CHECKPOINTS / arch, network_builder(data, m, t),
+                             on_epoch=lambda row: run.log_history([row]),
                              **split_extras(data))
         params_count = count_parameters(result.model)
         summary = {"arch": arch, "family": m.family, "parameters": params_count, "train_seconds": result.train_seconds,

@@ -29,6 +29,8 @@ USER_FAMILY = "families.window_mlp:WindowMLP"     # the example family from outs
 VOCAB = 19
 MAX_LEN = 24          # the training context: windowed families see at most this many positions
 SEED = 11             # the weights of every cached model
+MARKER = 5            # random_ids puts it at SOURCE: every row is an example "<bos> x MARKER ..." that
+SOURCE = 2            # the encoder-decoders read as source x and target after the marker
 
 # Every case: N(0, 1) token vectors (families that have the setting), so that logits are spread
 # well apart and greedy decoding has no near-ties between numerically different computations.
@@ -58,9 +60,25 @@ class FamilyCase:
     cfg: ModelParams
 
     @property
+    def marker(self) -> int | None:
+        """The marker id the case's network is built with: MARKER for an encoder-decoder."""
+        return marker_of(self.family)
+
+    @property
+    def source(self) -> int:
+        """Positions that are source (causality and a cache's first call owe nothing before them)."""
+        return SOURCE if self.marker is not None else 0
+
+    @property
     def name(self) -> str:
         """The family's own name (``window_mlp`` for the example family)."""
         return get_family(self.family).name
+
+
+def marker_of(family: str) -> int | None:
+    """The marker id a network of ``family`` is built with in the tests: MARKER for an
+    encoder-decoder (it reads a source), None otherwise."""
+    return MARKER if get_family(family).reads_source else None
 
 
 def families() -> list[str]:
@@ -104,9 +122,13 @@ def case(case_id: str) -> FamilyCase:
 
 
 def random_ids(rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
-    """int32 ids (batch, length) of the tiny vocabulary, each row starting with BOS."""
+    """int32 ids (batch, length) of the tiny vocabulary, each row starting with BOS and, from
+    SOURCE + 1 ids on, an example: MARKER first at SOURCE (an encoder-decoder's source ends there)."""
     ids = rng.integers(1, VOCAB, size=(batch, length)).astype(np.int32)
     ids[:, 0] = BOS_ID
+    ids[:, 1:SOURCE] = np.where(ids[:, 1:SOURCE] == MARKER, MARKER + 1, ids[:, 1:SOURCE])
+    if length > SOURCE:
+        ids[:, SOURCE] = MARKER
     return ids
 
 
@@ -134,7 +156,7 @@ def built(c: FamilyCase) -> Built:
 
         from pipeline.models import build_model, make_stepper
         keras.utils.set_random_seed(SEED)
-        model = build_model(c.cfg, VOCAB, MAX_LEN)
+        model = build_model(c.cfg, VOCAB, MAX_LEN, c.marker)
         _BUILT[c.id] = Built(c.cfg, model, make_stepper(model, c.cfg, MAX_LEN))
     return _BUILT[c.id]
 

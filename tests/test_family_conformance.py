@@ -78,7 +78,7 @@ def test_mixed_precision_keeps_float32_logits(case):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        model = build_model(case.cfg, VOCAB, MAX_LEN)
+        model = build_model(case.cfg, VOCAB, MAX_LEN, case.marker)
         ids = random_ids(np.random.default_rng(3), 2, 5)
         logits = model(ids, training=False)
         assert keras.backend.standardize_dtype(logits.dtype) == "float32"
@@ -98,13 +98,14 @@ def test_causality(case):
     logit changes that logit and fails the first assertion: attention without its causal mask, a
     convolution padded on both sides ("same") or shifted by one, a recurrent layer run backwards
     or bidirectionally. The second assertion checks that the replacement reaches the network:
-    logits[:, t+1] see ids[:, t+1], which all changed.
+    logits[:, t+1] see ids[:, t+1], which all changed. An encoder-decoder owes it on its target
+    only (t from its marker on): it reads the whole source at every target position.
     """
     model = built(case).model
     rng = np.random.default_rng(1)
     ids = random_ids(rng, 2, MAX_LEN)
     base = forward(model, ids)
-    for t in (0, 8, MAX_LEN - 2):
+    for t in (max(case.source, t) for t in (0, 8, MAX_LEN - 2)):
         changed = ids.copy()
         changed[:, t + 1:] = (ids[:, t + 1:] + rng.integers(1, VOCAB, size=ids[:, t + 1:].shape)) % VOCAB
         assert (changed[:, t + 1:] != ids[:, t + 1:]).all()
@@ -132,7 +133,8 @@ def test_stepper_logits_equal_the_full_forward(case):
     prefill = min(5, n // 2)
     one_by_one, _ = step_through(stepper, ids, [prefill] + [1] * (n - prefill))
     np.testing.assert_allclose(one_by_one, full, atol=1e-4, rtol=0)
-    chunked, state = step_through(stepper, ids, uneven(n))
+    first = case.source + 1                  # an encoder-decoder's first call holds its source
+    chunked, state = step_through(stepper, ids, uneven(n) if first == 1 else [first] + uneven(n - first))
     np.testing.assert_allclose(chunked, full, atol=1e-4, rtol=0)
     if context is not None:
         with pytest.raises(ValueError, match="re-prefill"):
@@ -186,7 +188,7 @@ def test_stream_scoring_equals_the_full_forward(case):
     log p(x_t | BOS, x_<t) of one full forward pass, fed in chunks of 7."""
     model, stepper = built(case).model, built(case).stepper
     n = (stepper.max_context or 61) - 1
-    stream = np.random.default_rng(5).integers(1, VOCAB, size=n)
+    stream = random_ids(np.random.default_rng(5), 1, n + 1)[0, 1:]
     lp = log_softmax(forward(model, np.concatenate([[BOS_ID], stream[:-1]])))[0]
     got = stream_logprobs(stepper, stream, chunk=7)
     assert got.shape == (n,)
@@ -202,7 +204,7 @@ def test_compiled_greedy_decoding_equals_the_reference_decoder(case):
     While the sequence fits one window, the reference's tokens are the argmax of the full forward."""
     b = built(case)
     rng = np.random.default_rng(4)
-    prompts = [rng.integers(1, VOCAB, size=n) for n in (1, 5, MAX_LEN + 6)]
+    prompts = [random_ids(rng, 1, n + 1)[0, 1:] for n in (max(1, case.source), 5, MAX_LEN + 6)]
     num = 3 * MAX_LEN
     got = decoder(case).generate(prompts, num, temperature=0.0)
     want = [generate(b.stepper, p, num, np.random.default_rng(0), temperature=0.0) for p in prompts]

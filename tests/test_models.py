@@ -14,7 +14,7 @@ from pipeline.errors import SeqlabError  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 from pipeline.models.catalog import builtin_families, parse_model  # noqa: E402
 from pipeline.data.vocab_layout import BOS_ID  # noqa: E402
-from tests.family_cases import FAMILY_CASES, params  # noqa: E402
+from tests.family_cases import FAMILY_CASES, marker_of, params  # noqa: E402
 from tests.tiny_models import tiny_cfg  # noqa: E402
 
 VOCAB = 23
@@ -30,7 +30,7 @@ def families_with(field: str) -> list[str]:
 @pytest.mark.parametrize("case", params(FAMILY_CASES))
 def test_training_reduces_loss(case):
     keras.utils.set_random_seed(2)
-    model = build_model(case.cfg, VOCAB, MAX_LEN)
+    model = build_model(case.cfg, VOCAB, MAX_LEN, case.marker)
     pattern = np.array([3, 4, 5, 6, 7, 3, 5, 7], np.int32)
     stream = np.tile(pattern, 20)
     x = np.stack([np.concatenate([[BOS_ID], stream[i:i + 23]]) for i in range(8)]).astype(np.int32)
@@ -46,7 +46,7 @@ def test_embedding_init(family):
     vocab = 200
     for init, lo, hi in (("normal", 0.9, 1.1), ("default", 0.0, 0.06)):
         cfg = tiny_cfg(family, embed_init=init, embed_dim=64)
-        model = build_model(cfg, vocab, MAX_LEN)
+        model = build_model(cfg, vocab, MAX_LEN, marker_of(family))
         table = np.asarray(model.embed(np.arange(vocab, dtype=np.int32)[None]))[0]   # every token's vector
         assert table.shape == (vocab, 64)
         assert lo < table.std() < hi, (family, init, table.std())
@@ -61,7 +61,7 @@ def test_uniform_recurrent_init_is_pytorchs(family):
     arrays = [np.asarray(w) for cell in weights for w in cell.weights] + \
              [np.asarray(w) for w in model.head.weights]
     for a in arrays:   # every recurrent weight and bias, the output kernel and bias: U(-1/sqrt(units), ...)
-        assert np.abs(a).max() <= bound and a.std() > 0.7 * bound / np.sqrt(3), a.shape
+        assert np.abs(a).max() <= np.float32(bound) and a.std() > 0.7 * bound / np.sqrt(3), a.shape   # bound in float32
     assert len({a.tobytes() for a in arrays}) == len(arrays)      # independent draws
     default = build_model(tiny_cfg(family, units=units, layers=2), VOCAB, MAX_LEN)
     if family == "lstm":                                           # Keras's forget-gate bias of 1 is gone

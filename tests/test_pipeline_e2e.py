@@ -79,7 +79,7 @@ def test_diagnostics_of_every_model(repro):
         assert (m["attention_mean_distance_tokens"] is None) == (model != "transformer"), m
         assert f"| {model} |" in table
     assert json.loads((repo / "metrics" / "diagnostics" / "ngram.json").read_text())["full_context_tokens"] == 2
-    for name in ("properties_curves.png", "properties_attention.png"):
+    for name in ("properties_curves.png", "properties_attention.png", "properties_alignment.png"):
         assert (repo / "reports" / name).read_bytes()[:4] == b"\x89PNG" and name in table
     shown = json.loads(run(["dvc", "plots", "show", "--json", "--split"], repo).stdout)
     points = shown["data"]["plots/diagnostics/context.csv"][0]["anchor_definitions"]["<DVC_METRIC_DATA>"]

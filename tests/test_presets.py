@@ -13,15 +13,24 @@ from tests.conftest import ROOT
 from tests.repo_copy import tool_env
 
 
+TASK_PRESETS = {"dates": "builtin:dates", "g2p": "builtin:cmudict"}   # a task: its own paired corpus
+
+
 @pytest.mark.parametrize("name", available())
 def test_shipped_presets_validate(name):
     merged, params = preset_params(name, read_yaml(ROOT / "params.yaml"))
     assert params.models and model_configs(params), name   # every model valid for its family
-    assert merged["data"]["corpus"] == read_yaml(ROOT / "params.yaml")["data"]["corpus"]  # corpus from data.corpus
+    # a model preset trains on the user's corpus (data.corpus); a task preset names its own
+    corpus = TASK_PRESETS.get(name, read_yaml(ROOT / "params.yaml")["data"]["corpus"])
+    assert merged["data"]["corpus"] == corpus
+    if name in TASK_PRESETS:      # every family takes part, the encoder-decoders included
+        from pipeline.models.catalog import builtin_families
+        assert {m.family for m in model_configs(params).values()} == set(builtin_families())
+        assert params.data.examples == "pairs"
 
 
 def test_required_presets_exist():
-    assert {"nanogpt-baby", "lstm-5min", "shakespeare-best"} <= set(available())
+    assert {"nanogpt-baby", "lstm-5min", "shakespeare-best", *TASK_PRESETS} <= set(available())
 
 
 def test_nanogpt_baby_matches_the_reference_configuration():

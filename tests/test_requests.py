@@ -15,7 +15,8 @@ from pipeline.tracking import pyfunc
 from pipeline.generation.requests import (MAX_PROMPT_CHARS, MAX_ROWS, MAX_TOKENS, RequestError,
                                         check_setting, parse_requests)
 
-DEFAULTS = {"max_tokens": 200, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": -1, "stop": ""}
+DEFAULTS = {"max_tokens": 200, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": -1, "stop": "",
+            "beam_width": 1, "length_penalty": 0.6}
 
 
 def parse(model_input, params=None, defaults=DEFAULTS):
@@ -124,7 +125,8 @@ BAD = [
      "seed: -2 is out of range; expected -1 (fresh randomness) or an integer from 0 to 2147483647"),
     ("seed 2**31", ["a"], {"seed": 2**31}, "seed: 2147483648 is out of range..."),
     ("unknown param", ["a"], {"max_token": 5},
-     "params: unknown setting 'max_token'; known: max_tokens, temperature, top_k, top_p, seed, stop"),
+     "params: unknown setting 'max_token'; known: max_tokens, temperature, top_k, top_p, seed, stop, "
+     "beam_width, length_penalty"),
     ("params not a dict", ["a"], [("seed", 1)], "params: a list; expected a mapping of settings"),
     ("per-row value", [{"prompt": "a"}, {"prompt": "b", "temperature": "hot"}], None,
      "temperature (row 1): 'hot' is not a number; expected a finite number from 0 to 100"),
@@ -133,10 +135,12 @@ BAD = [
     ("per-row inf", pd.DataFrame({"prompt": ["a"], "top_p": [np.inf]}), None,
      "top_p (row 0): inf is not finite..."),
     ("unknown column", [{"prompt": "a", "temprature": 0.5}], None,
-     "input: unknown column 'temprature'; known: prompt, max_tokens, temperature, top_k, top_p, seed, stop"),
+     "input: unknown column 'temprature'; known: prompt, source, max_tokens, temperature, top_k, top_p, seed, "
+     "stop, beam_width, length_penalty"),
     ("no prompt column", pd.DataFrame({"a": ["x"], "b": ["y"]}), None, "input: unknown column 'a'..."),
     ("only a setting column", pd.DataFrame({"seed": [1]}), None,
-     "input: no 'prompt' column; known: prompt, max_tokens, temperature, top_k, top_p, seed, stop"),
+     "input: no 'prompt' (or 'source') column; known: prompt, source, max_tokens, temperature, top_k, top_p, "
+     "seed, stop, beam_width, length_penalty"),
     ("missing prompt", [{"prompt": "a"}, {"seed": 1}], None, "prompt (row 1): missing; expected a string"),
     ("None prompt", [None], None, "prompt (row 0): missing; expected a string"),
     ("number as prompt", [5], None, "prompt (row 0): 5 is not a string (int); expected a string"),
@@ -225,3 +229,17 @@ def test_scoring_server_rewrites_messages_but_not_request_rejected():
     assert plain.startswith("Failed to predict data") and "\n" in plain and "p" * 5000 in plain
     assert server_message(pyfunc.RequestRejected("max_tokens: bad", error_code=INVALID_PARAMETER_VALUE)) \
         == "max_tokens: bad"
+
+
+def test_sources_take_the_transduction_settings_and_never_mix_with_prompts():
+    rows = parse({"source": ["3 March 2021", "1.2.1999"], "beam_width": [4, 1]}, {"length_penalty": 1.0})
+    assert rows == [{"source": "3 March 2021", **DEFAULTS, "beam_width": 4, "length_penalty": 1.0},
+                    {"source": "1.2.1999", **DEFAULTS, "length_penalty": 1.0}]
+    assert parse(pd.DataFrame({"source": ["x"]}))[0]["source"] == "x"      # one column: still the sources
+    for bad, message in [({"source": ["x"], "prompt": ["y"]}, "both a 'prompt' and a 'source' column"),
+                         ({"source": ["x"], "beam_width": [17]}, r"beam_width \(row 0\): 17 is out of range; "
+                                                                  "expected an integer from 1 \\(greedy\\) to 16"),
+                         ({"source": ["x"], "beam_width": [2.5]}, "beam_width \\(row 0\\): 2.5 is not an integer"),
+                         ({"source": [None]}, r"source \(row 0\): missing; expected a string")]:
+        with pytest.raises(RequestError, match=message):
+            parse(bad)

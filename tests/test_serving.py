@@ -172,7 +172,7 @@ BAD = [
      "'temperature': double", False),
     ("max_tokens 2.5 (params)", _prompts("The ", max_tokens=2.5), 400, "'max_tokens': long", False),
     ("unknown column", _json({"dataframe_records": [{"prompt": "The ", "temprature": 0.5}]}), 400,
-     "input: unknown column 'temprature'; known: prompt, max_tokens, temperature, top_k, top_p, seed",
+     "input: unknown column 'temprature'; known: prompt, source, max_tokens, temperature, top_k, top_p, seed",
      True),
     ("row without a prompt", _json({"dataframe_records": [{"prompt": "The "}, {"seed": 1}]}), 400,
      "prompt (row 1): missing; expected a string", True),

@@ -611,3 +611,52 @@ def test_a_run_whose_stage_was_killed_is_ended_and_its_version_marked(mlflow_sto
         assert client.get_run(run_id).info.status == "KILLED"
         assert client.get_run(alive.id).info.status == "RUNNING"            # its own run is not touched
     assert runs.INCOMPLETE_TAG in client.get_model_version("seqlab-killed-gru", version).tags
+
+
+def test_a_transducer_is_served_from_a_fresh_process_outside_the_repo(mlflow_store, tmp_path):
+    """A network of paired data served as a transducer: requests with a `source` column decode each
+    source to its output, greedy or by a beam (`beam_width`, checked like every setting), in a
+    fresh process outside the repo, exactly as the evaluate stage's transducer decodes them."""
+    from pipeline.data.tokenizers import learn_tokenizer
+    from pipeline.models import build_model
+    from pipeline.models.catalog import parse_model
+    from pipeline.models.network import save_network
+    from pipeline.saved.network import SavedNetwork
+
+    words = ["cat", "dog", "bird", "horse", "owl"]
+    tok = learn_tokenizer("char", "".join(f"{w}\t{w[::-1].upper()}\n" for w in words), 40)
+    vocab = tmp_path / "vocab.json"
+    tok.save(vocab)
+    cfg = parse_model({"family": "seq2seq_rnn", "embed_dim": 8, "units": 16}, "model")
+    save_network(tmp_path / "net", build_model(cfg, tok.vocab_size, 24, tok.tokens.index("\t")), cfg, 24,
+                 tok.vocab_size)
+    with runs.model_run("seqlab-transducer", "seq2seq_rnn", "train", "hashT"):
+        info = pyfunc.log_generator(tmp_path / "net", vocab, cfg)
+    saved = SavedNetwork.load(tmp_path / "net")
+    prompts = [tok.encode(w + "\t") for w in words]
+    want = {width: [tok.decode(ids) for ids in saved.transducer(tok.tokens.index("\n"), width, 8, 0.6, 5).decode(prompts)]
+            for width in (1, 3)}
+    script = (
+        "import json, sys, mlflow\n"
+        "assert not any('pipeline' in p for p in sys.path if p), sys.path\n"
+        f"pf = mlflow.pyfunc.load_model({info.model_uri!r})\n"
+        f"req = {{'source': {words!r}}}\n"
+        "out = {w: list(pf.predict(req, params={'beam_width': w, 'max_tokens': 8})['text']) for w in (1, 3)}\n"
+        "print(json.dumps(out))\n")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.run([sys.executable, "-c", script], cwd=outside, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    assert got == {"1": want[1], "3": want[3]}
+    import mlflow
+    pf = mlflow.pyfunc.load_model(info.model_uri)
+    for params, message in [({"beam_width": 17}, "beam_width: 17 is out of range; expected an integer from 1"),
+                            ({"beam_width": 0}, "beam_width: 0 is out of range"),
+                            ({"length_penalty": -1.0}, "length_penalty: -1.0 is out of range")]:
+        with pytest.raises(Exception, match=message):
+            pf.predict({"source": words}, params=params)
+    with pytest.raises(Exception, match="both a 'prompt' and a 'source' column"):
+        pf.predict({"source": words, "prompt": words})

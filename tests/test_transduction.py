@@ -28,23 +28,27 @@ def test_the_metrics_take_the_closest_of_every_reference():
 
 
 def test_the_table_and_the_report_columns():
-    table = transduction_table(["a|b", "c"], ["x", "d"], [["x", "y"], ["e"]])
-    assert "| a\\|b | x | x / y | yes |" in table and "| c | d | e | no |" in table
-    metrics = {"test_sources": 2} | {k: 0.5 for k, _, _ in TRANSDUCTION_COLUMNS}
-    assert "2 sources" in transduction_section(metrics, table)
+    table = transduction_table(["a|b", "c"], {"greedy": ["x", "d"], "beam (4)": ["y", "e"]}, [["x", "y"], ["e"]])
+    assert "| source | greedy | beam (4) | references | match |" in table
+    assert "| a\\|b | x | y | x / y | yes / yes |" in table and "| c | d | e | e | no / yes |" in table
+    metrics = ({"test_sources": 2} | {k: 0.5 for k, _, _ in TRANSDUCTION_COLUMNS}
+               | {"test_beam_width": 4, "test_beam_exact_match": 0.75})
+    section = transduction_section(metrics, table)
+    assert "2 sources" in section and "greedy: exact match 0.5" in section and "beam (4): exact match 0.75" in section
     stats = {"source": "s", "tokenizer": "char", "vocab_size": 9, "data_hash": "h"}
     with_pairs = comparison_markdown([{"model": "m", "test_bpc": 1.0, **metrics}], stats)
-    assert "| exact match | CER | token ER | chrF | BLEU |" in with_pairs
+    assert "| exact match | CER | token ER | chrF | BLEU | beam exact match | beam token ER |" in with_pairs
     assert "exact match" not in comparison_markdown([{"model": "m", "test_bpc": 1.0}], stats)
 
 
 def test_every_test_source_is_decoded_up_to_its_line_end_and_scored(tmp_path):
     """A 9-gram memorises a deterministic mapping: decoding every test source from the prepared
-    data gives its reference, and a source written twice has both targets as references."""
+    data gives its reference, and a source written twice has both targets as references. The
+    n-gram has no beam search: its results are greedy only."""
     from pipeline.data.prepare import prepare_corpus
     from pipeline.data.prepared import load_prepared
-    from pipeline.generation.text import HostSampler
     from pipeline.models.ngram import KneserNeyLM
+    from pipeline.saved.ngram import SavedNgram
     from pipeline.scoring.transduction import measure_transduction
 
     words = ["cat", "dog", "bird", "horse", "fish", "mouse", "owl", "yak"]
@@ -57,6 +61,7 @@ def test_every_test_source_is_decoded_up_to_its_line_end_and_scored(tmp_path):
     sources, refs = split_references(data.ids["test"], data.starts("test"), data.tokenizer)
     assert sources == words and refs[0] == ["TAC", "TACC"] and refs[1] == ["GOD"]
     lm = KneserNeyLM.fit(np.asarray(data.ids["train"]), data.tokenizer.vocab_size, 9, boundary_id=data.boundary_id)
-    metrics, table = measure_transduction(HostSampler(lm), data, max_tokens=20, batch_size=3)
+    metrics, table = measure_transduction(SavedNgram(lm), data, max_tokens=20, batch_size=3, beam_width=4)
     assert metrics["test_sources"] == 8 and metrics["test_exact_match"] == 1.0 and metrics["test_cer"] == 0.0
+    assert not any(k.startswith("test_beam") for k in metrics)
     assert "| horse | ESROH | ESROH | yes |" in table

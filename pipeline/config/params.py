@@ -73,6 +73,8 @@ class EvalParams:
     batch_size: int = field(default=32, metadata=_spec(ge=1))
     stride_fraction: float = field(default=0.5, metadata=_spec(gt=0, le=1))
     max_output_tokens: int = field(default=128, metadata=_spec(ge=1))   # paired corpora: a decoded output's cap
+    beam_width: int = field(default=4, metadata=_spec(ge=1, le=64))      # paired corpora: beam search beside greedy (1: greedy only)
+    length_penalty: float = field(default=0.6, metadata=_spec(ge=0, le=4))   # GNMT's alpha: the beam's output by log p / ((5 + n) / 6) ** alpha
 
 
 @dataclass(frozen=True)

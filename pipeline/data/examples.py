@@ -131,3 +131,8 @@ def example_spans(starts: np.ndarray, n: int) -> Iterator[tuple[int, int]]:
         s = np.asarray(starts[i:i + block + 1], np.int64)
         ends = s[1:] if i + block < len(starts) else np.append(s[1:], n)
         yield from zip(s[:block].tolist(), ends.tolist())
+
+
+def longest_example(starts: np.ndarray, n: int) -> int:
+    """Tokens of the longest example (its line end included) of a split of ``n`` tokens."""
+    return int(np.diff(np.append(np.asarray(starts, np.int64), n)).max()) if len(starts) else 0

@@ -49,6 +49,14 @@ class PreparedData:
         end = self.stats.get("example_end", -1)
         return int(end) if self.example_starts and end > 0 else None
 
+    @property
+    def marker_id(self) -> int | None:
+        """The id of the tab that ends every source of paired data (``data.examples: pairs``), which
+        the encoder-decoders are built with; None for other data."""
+        if self.examples != "pairs":
+            return None
+        return int(self.tokenizer.tokens.index("\t"))
+
     def chars(self, split: str) -> int:
         """Characters of the scored text of ``split`` (all of it without a loss mask): bits per character."""
         s = self.stats["splits"][split]

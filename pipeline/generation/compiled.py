@@ -139,6 +139,11 @@ class CompiledDecoder:
         rows = len(prompts)
         if rows == 0:
             return
+        lengths = [np.asarray(p).size for p in prompts]
+        if self.stepper.prefills_source and len(set(lengths)) > 1:
+            yield from self._by_length(prompts, lengths, max_tokens, temperature=temperature, top_k=top_k,
+                                       top_p=top_p, seeds=seeds)
+            return
         per_row = lambda v, kind: np.broadcast_to(np.asarray(v, kind), (rows,)).copy()   # noqa: E731
         budget = per_row(max_tokens, np.int64)
         temperature, top_k, top_p = (per_row(temperature, np.float32), per_row(top_k, np.int32),
@@ -168,7 +173,9 @@ class CompiledDecoder:
             buf[i, :len(s)] = s
         pad = batch - rows
         lens = np.concatenate([lengths, np.ones(pad, np.int32)])
-        first = _pow2_at_most(int(lengths.min()))
+        # the common prefix prefilled at once (a power of two: few compiled shapes), or, for a
+        # stepper that encodes a source there, the whole prompt (every row's is as long, see _by_length)
+        first = int(lengths.min()) if self.stepper.prefills_source else _pow2_at_most(int(lengths.min()))
         total = int((lengths + budget).max()) - first        # loop iterations over the whole call
 
         pad_to = lambda a, v: np.concatenate([a, np.full(pad, v, a.dtype)])            # noqa: E731
@@ -189,6 +196,22 @@ class CompiledDecoder:
                 news.append(ids[i][(g >= 0) & (g < budget[i])])
             done += steps
             yield news
+
+    def _by_length(self, prompts, lengths, max_tokens, **settings) -> Iterator[list[np.ndarray]]:
+        """:meth:`stream` one group of equal-length prompts at a time, for a stepper whose first
+        call must hold each row's whole prompt (an encoder-decoder encodes its source there): a
+        batch of mixed lengths would force the longer prompts' ends through decoder steps."""
+        rows = len(prompts)
+        empty = np.zeros(0, np.int32)
+        for n in sorted(set(lengths)):
+            idx = [i for i in range(rows) if lengths[i] == n]
+            pick = lambda v: None if v is None else np.broadcast_to(np.asarray(v), (rows,))[idx]   # noqa: E731
+            for news in self.stream([prompts[i] for i in idx], pick(max_tokens),
+                                    **{k: pick(v) for k, v in settings.items()}):
+                out = [empty] * rows
+                for i, new in zip(idx, news):
+                    out[i] = new
+                yield out
 
     def generate(self, prompts: Sequence[np.ndarray], max_tokens, **settings) -> list[np.ndarray]:
         """Every row's sampled ids at once (see :meth:`stream`)."""

@@ -3,8 +3,9 @@
 
 A request is its input (a DataFrame, a dict of columns, in which a scalar is every row's value, a
 list of prompt strings or of row dicts, one string, a numpy array or a pandas Series) with a
-``prompt`` column and optional per-row settings columns, plus inference ``params`` with the same
-settings. A per-row value wins over a
+``prompt`` column (or, for a model of paired data, a ``source`` column: each source is decoded to
+its output, see :mod:`pipeline.scoring.transduction`) and optional per-row settings columns, plus
+inference ``params`` with the same settings. A per-row value wins over a
 param, a param over the logged ``defaults``. In a per-row column an empty cell (None, or NaN, which
 is how pandas marks a value a row left out) means "not set for this row"; in ``params`` None means
 "not given" (and NaN is an error).
@@ -19,7 +20,9 @@ The limits, so that no request can run for ever or eat the server:
 - ``top_p``: a number > 0 and <= 1 (1: off);
 - ``seed``: -1 (fresh randomness on every request) or an integer from 0 to :data:`MAX_SEED`;
 - ``stop``: a string of at most :data:`MAX_STOP_CHARS` characters ("" : none); a row's text ends
-  before its first occurrence.
+  before its first occurrence;
+- ``beam_width`` (sources only): an integer from 1 (greedy) to :data:`MAX_BEAM`;
+- ``length_penalty`` (sources only): GNMT's alpha, a number from 0 to :data:`MAX_LENGTH_PENALTY`.
 
 A request's generation stops after :data:`MAX_SECONDS` with the text it has (a bounded answer
 before the server's own timeout abandons the client while the work goes on).
@@ -44,10 +47,12 @@ MAX_ROWS = 64                # prompts per request, at most
 MAX_TEMPERATURE = 100.0
 MAX_SEED = 2**31 - 1
 MAX_STOP_CHARS = 256
+MAX_BEAM = 16               # beams per source, at most
+MAX_LENGTH_PENALTY = 4.0
 MAX_SECONDS = 50.0           # generation stops here and returns what it has: under MLflow's 60 s server timeout
 
-SETTINGS = ("max_tokens", "temperature", "top_k", "top_p", "seed", "stop")
-COLUMNS = ("prompt",) + SETTINGS
+SETTINGS = ("max_tokens", "temperature", "top_k", "top_p", "seed", "stop", "beam_width", "length_penalty")
+COLUMNS = ("prompt", "source") + SETTINGS
 
 # what each setting accepts, as the error messages say it
 EXPECTED = {
@@ -57,14 +62,18 @@ EXPECTED = {
     "top_p": "a number > 0 and <= 1",
     "seed": f"-1 (fresh randomness) or an integer from 0 to {MAX_SEED}",
     "stop": f"a string of at most {MAX_STOP_CHARS} characters ('' for none)",
+    "beam_width": f"an integer from 1 (greedy) to {MAX_BEAM}",
+    "length_penalty": f"a number from 0 to {MAX_LENGTH_PENALTY:g}",
 }
-_INTEGER = {"max_tokens", "top_k", "seed"}
+_INTEGER = {"max_tokens", "top_k", "seed", "beam_width"}
 _IN_RANGE = {
     "max_tokens": lambda v: 0 <= v <= MAX_TOKENS,
     "temperature": lambda v: 0 <= v <= MAX_TEMPERATURE,
     "top_k": lambda v: v >= 0,
     "top_p": lambda v: 0 < v <= 1,
     "seed": lambda v: v == -1 or 0 <= v <= MAX_SEED,
+    "beam_width": lambda v: 1 <= v <= MAX_BEAM,
+    "length_penalty": lambda v: 0 <= v <= MAX_LENGTH_PENALTY,
 }
 
 
@@ -185,46 +194,51 @@ def _too_many(rows: int) -> RequestError:
     return RequestError(f"input: {rows} prompts; expected 1 to {MAX_ROWS} per request")
 
 
-def _prompt(value: Any, row: int) -> str:
+def _prompt(value: Any, row: int, key: str = "prompt") -> str:
     if _empty(value):
-        raise RequestError(f"prompt (row {row}): missing; expected a string")
+        raise RequestError(f"{key} (row {row}): missing; expected a string")
     if not isinstance(value, str):
-        raise RequestError(f"prompt (row {row}): {_show(value)} is not a string "
+        raise RequestError(f"{key} (row {row}): {_show(value)} is not a string "
                            f"({type(value).__name__}); expected a string")
     if len(value) > MAX_PROMPT_CHARS:
-        raise RequestError(f"prompt (row {row}): {len(value)} characters; expected at most "
+        raise RequestError(f"{key} (row {row}): {len(value)} characters; expected at most "
                            f"{MAX_PROMPT_CHARS}")
     return str(value)
 
 
 def parse_requests(model_input, params: Mapping | None, defaults: Mapping) -> list[dict]:
-    """The rows to generate: one dict ``{prompt, max_tokens, temperature, top_k, top_p, seed}``
-    (Python str, int and float values) per prompt, in order.
+    """The rows to generate: one dict ``{prompt, max_tokens, temperature, top_k, top_p, seed, stop,
+    beam_width, length_penalty}`` (Python str, int and float values) per prompt, in order; with a
+    ``source`` column instead of ``prompt``, ``source`` is each row's key instead.
 
     ``model_input``: see the module docstring; a DataFrame with no ``prompt`` column but exactly one
-    column takes that column as the prompts. ``params``: the settings for every row (None: none);
+    column (not a known one) takes that column as the prompts. ``params``: the settings for every row (None: none);
     ``defaults``: a value for every setting. Raises :class:`RequestError`.
     """
-    defaults = {"stop": "", **defaults}
+    defaults = {"stop": "", "beam_width": 1, "length_penalty": 0.6, **defaults}
     base = {**{k: check_setting(k, defaults.get(k), "logged default") for k in SETTINGS},
             **check_params(params)}
 
     frame = _frame(model_input)
     if len(frame) == 0:
         raise RequestError(f"input: no prompts; expected 1 to {MAX_ROWS} per request")
-    if "prompt" not in frame.columns and frame.shape[1] == 1 and frame.columns[0] not in SETTINGS:
+    if "prompt" not in frame.columns and frame.shape[1] == 1 and frame.columns[0] not in COLUMNS:
         frame = frame.rename(columns={frame.columns[0]: "prompt"})
     unknown = [c for c in frame.columns if c not in COLUMNS]
     if unknown:
         raise RequestError(f"input: unknown column {_show(unknown[0])}; known: {', '.join(COLUMNS)}")
-    if "prompt" not in frame.columns:
-        raise RequestError(f"input: no 'prompt' column; known: {', '.join(COLUMNS)}")
+    if "prompt" in frame.columns and "source" in frame.columns:
+        raise RequestError("input: both a 'prompt' and a 'source' column; expected prompts to continue or "
+                           "sources to decode, not both")
+    if "prompt" not in frame.columns and "source" not in frame.columns:
+        raise RequestError(f"input: no 'prompt' (or 'source') column; known: {', '.join(COLUMNS)}")
+    text = "prompt" if "prompt" in frame.columns else "source"
     if len(frame) > MAX_ROWS:
         raise _too_many(len(frame))
 
     rows = []
     for i, record in enumerate(frame.to_dict(orient="records")):
-        row = {"prompt": _prompt(record["prompt"], i)}
+        row = {text: _prompt(record[text], i, text)}
         for key in SETTINGS:
             value = record.get(key)
             row[key] = base[key] if _empty(value) else check_setting(key, value, f"row {i}")

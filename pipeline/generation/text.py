@@ -96,14 +96,19 @@ def generate_texts(sampler, tokenizer, rows: Sequence[dict], deadline: float | N
     return texts
 
 
-def transduce(sampler, tokenizer, sources: Sequence[str], separator: str, end: str, max_tokens: int,
-              batch_size: int) -> list[str]:
-    """Greedy outputs for ``sources`` of a paired corpus: each prompt is ``source + separator`` (as
-    the examples were trained, from ``<bos>``), its output the text up to ``end`` (the example's
-    line end), decoded ``batch_size`` sources at a time."""
-    outputs: list[str] = []
-    for i in range(0, len(sources), batch_size):
-        rows = [{"prompt": s + separator, "max_tokens": max_tokens, "temperature": 0.0, "top_k": 0, "top_p": 1.0,
-                 "seed": 0, "stop": end} for s in sources[i:i + batch_size]]
-        outputs.extend(generate_texts(sampler, tokenizer, rows))
-    return outputs
+class HostGreedy:
+    """Greedy outputs of a model that samples on the host, one row at a time (the n-gram:
+    ``sample(context, num_tokens, rng, temperature, ...)``), decoded like
+    ``pipeline.generation.beam.BeamDecoder``: ``decode(prompts)`` -> each output up to ``end_id``."""
+
+    def __init__(self, model, end_id: int, max_tokens: int):
+        self.model, self.end_id, self.max_tokens = model, int(end_id), int(max_tokens)
+
+    def decode(self, prompts: Sequence[np.ndarray]) -> list[np.ndarray]:
+        outputs = []
+        for prompt in prompts:
+            out = np.asarray(self.model.sample(np.asarray(prompt), self.max_tokens, np.random.default_rng(0),
+                                               temperature=0.0), np.int32)
+            stop = np.flatnonzero(out == self.end_id)
+            outputs.append(out[:stop[0]] if stop.size else out)
+        return outputs

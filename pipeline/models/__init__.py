@@ -8,6 +8,8 @@ family declares, ``catalog.py`` finds it):
   * ``recurrent``: ``rnn``, ``lstm``, ``gru`` (hoisted fast path in ``fast_rnn``), scored as a stream;
   * ``conv``: WaveNet-style dilated causal convolution, scored with windows;
   * ``transformer``: decoder-only pre-LN GPT, key/value-cached stepper, scored with windows;
+  * ``seq2seq``: the encoder-decoders of paired data (recurrent with additive attention, Transformer
+    with cross-attention), scored with windows of whole examples;
   * ``module:Name``: a family from the user's own code (README, "Add your own model").
 
 The two functions below are the way the rest of seqlab builds a network and its stepper.
@@ -18,13 +20,21 @@ from __future__ import annotations
 from pipeline.models.catalog import family_of
 
 
-def build_model(cfg, vocab_size: int, max_len: int):
+def build_model(cfg, vocab_size: int, max_len: int, marker_id: int | None = None):
     """``cfg``'s family's Keras model: int32 ids (B, T) -> float32 logits (B, T, vocab_size).
 
-    ``max_len`` is the training context. Under a mixed-precision global policy the body computes
-    in low precision while the logits stay float32.
+    ``max_len`` is the training context; ``marker_id`` the id that ends each example's source in
+    paired data (None otherwise), given to the families that read a source. Under a
+    mixed-precision global policy the body computes in low precision while the logits stay float32.
     """
-    return family_of(cfg).build(cfg, vocab_size, max_len)
+    family = family_of(cfg)
+    if not family.reads_source:
+        return family.build(cfg, vocab_size, max_len)
+    if marker_id is None:
+        from pipeline.errors import SeqlabError
+        raise SeqlabError(f"family {family.name!r} is an encoder-decoder: it reads a source, so it needs paired "
+                          "data (data.examples: pairs, source<TAB>target lines)")
+    return family.build(cfg, vocab_size, max_len, marker_id=int(marker_id))
 
 
 def make_stepper(model, cfg, max_len: int):

@@ -20,7 +20,8 @@ from pipeline.config.schema import build
 from pipeline.errors import SeqlabError
 from pipeline.models.family import PROTOCOLS, Family, ModelParams, ParamError
 
-FAMILY_MODULES = ("pipeline.models.recurrent", "pipeline.models.conv", "pipeline.models.transformer")
+FAMILY_MODULES = ("pipeline.models.recurrent", "pipeline.models.conv", "pipeline.models.transformer",
+                  "pipeline.models.seq2seq")
 
 
 @functools.cache
@@ -104,11 +105,17 @@ def parse_model(raw: Any, path: str) -> ModelParams:
 
 
 def model_config(p: Params, arch: str, source: str = "params.yaml") -> ModelParams:
-    """Model ``arch`` of ``p`` as its family's typed parameters, validated against that family."""
+    """Model ``arch`` of ``p`` as its family's typed parameters, validated against that family
+    (and against the data: an encoder-decoder needs paired examples)."""
     try:
-        return parse_model(p.model(arch).raw, f"models.{arch}")
+        cfg = parse_model(p.model(arch).raw, f"models.{arch}")
     except SeqlabError as e:
         raise SeqlabError(str(e).replace("params:", f"{source}:", 1)) from None
+    if family_of(cfg).reads_source and p.data.examples != "pairs":
+        raise SeqlabError(f"{source}: models.{arch}.family: {cfg.family!r} is an encoder-decoder, it reads a "
+                          f"source: expected data.examples: pairs (source<TAB>target lines), got "
+                          f"{p.data.examples!r}")
+    return cfg
 
 
 def model_configs(p: Params, source: str = "params.yaml") -> dict[str, ModelParams]:

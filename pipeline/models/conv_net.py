@@ -60,6 +60,8 @@ class ConvLM(SequenceModel):
     def embed(self, ids):
         return self.embedding(ids)
 
+    cache_batch_axis = 1    # the queue is time-major: (slots, B, units)
+
     def empty_cache(self, batch_size):
         return (ops.zeros((max(self.total, 1), batch_size, self.cfg.units), "float32"),)
 

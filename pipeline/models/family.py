@@ -76,6 +76,7 @@ class Family:
     protocol: ClassVar[str] = WINDOW
     mixed_precision: ClassVar[bool] = True    # False: float32 even where `train.precision: auto` picks mixed
     xla_on_gpu: ClassVar[bool] = True         # False: keep the backend's own kernels on a GPU (cuDNN)
+    reads_source: ClassVar[bool] = False      # an encoder-decoder: paired data only, built with its marker's id
 
     def check(self, cfg: ModelParams) -> None:
         """Raise :class:`ParamError` when fields contradict each other."""
@@ -84,7 +85,8 @@ class Family:
         """Functional keras.Model: int32 ids (B, T) -> float32 logits (B, T, vocab_size), causal.
 
         ``max_len`` is the training context (``train.seq_len``); windowed families are never given
-        more positions than that.
+        more positions than that. A family that ``reads_source`` takes ``marker_id`` too: the id
+        of the marker that ends each example's source (``pipeline.models.seq2seq``).
         """
         raise NotImplementedError(f"family {self.name!r} does not implement build")
 

@@ -83,16 +83,20 @@ class PositionEmbedding(keras.layers.Layer):
             name="position_embeddings")
         self.built = True
 
-    def call(self, inputs, start=None):
+    def call(self, inputs, start=None, positions=None):
+        """``positions`` (B, T) int32, when given, are each input's own position (an
+        encoder-decoder's target counts from its marker) and ``start`` is ignored."""
+        table = ops.cast(self.position_embeddings, inputs.dtype)
+        if positions is not None:
+            return inputs + ops.take(table, ops.cast(positions, "int32"), axis=0)
         length = ops.shape(inputs)[1]
         positions = ops.arange(length, dtype="int32")
-        table = ops.cast(self.position_embeddings, inputs.dtype)
         if start is None:
             return inputs + ops.take(table, positions, axis=0)[None]
         positions = ops.cast(start, "int32")[:, None] + positions[None, :]
         return inputs + ops.take(table, positions, axis=0)
 
-    def compute_output_spec(self, inputs, start=None):
+    def compute_output_spec(self, inputs, start=None, positions=None):
         return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
 
     def get_config(self):

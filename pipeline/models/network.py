@@ -33,12 +33,16 @@ class Network:
 
 
 def save_network(folder: Path, model, model_cfg: ModelParams, seq_len: int, vocab_size: int) -> None:
+    """Weights and config; an encoder-decoder's config keeps its marker id (``model.marker_id``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".tmp.{WEIGHTS}"
     model.save_weights(tmp)
     os.replace(tmp, folder / WEIGHTS)
-    write_json(folder / CONFIG, {"model": model_cfg.as_dict(), "seq_len": seq_len, "vocab_size": vocab_size})
+    config = {"model": model_cfg.as_dict(), "seq_len": seq_len, "vocab_size": vocab_size}
+    if getattr(model, "marker_id", None) is not None:
+        config["marker_id"] = int(model.marker_id)
+    write_json(folder / CONFIG, config)
     write_json(folder / KIND_FILE, {"kind": "network"})   # pipeline.saved.load_saved
 
 
@@ -48,6 +52,6 @@ def load_network(folder: Path) -> Network:
     folder = Path(folder)
     cfg = read_json(folder / CONFIG)
     model_cfg = model_params(cfg["model"], str(folder / CONFIG))
-    model = build_model(model_cfg, cfg["vocab_size"], cfg["seq_len"])
+    model = build_model(model_cfg, cfg["vocab_size"], cfg["seq_len"], cfg.get("marker_id"))
     model.load_weights(folder / WEIGHTS)
     return Network(model, model_cfg, int(cfg["seq_len"]), int(cfg["vocab_size"]))

@@ -27,6 +27,7 @@ class SequenceModel(keras.Model):
     """
 
     cached = False
+    cache_batch_axis = 0    # the axis of every cache tensor that runs over the sequences (beam search reorders it)
 
     def __init__(self, cfg, vocab_size: int, max_len: int, **kwargs):
         super().__init__(**kwargs)
@@ -79,7 +80,7 @@ class SequenceModel(keras.Model):
         from pipeline.models import build_model
         from pipeline.models.catalog import model_params
         return build_model(model_params(config["model"], "saved Keras model"), config["vocab_size"],
-                           config["max_len"])
+                           config["max_len"], config.get("marker_id"))
 
 
 def lookup_tables(model) -> list:

@@ -22,6 +22,8 @@ class Stepper:
     """
 
     max_context: int | None = None
+    batch_axis = 0             # the axis of the device state's tensors that runs over the sequences
+    prefills_source = False    # True: a state's first call must hold the whole prompt (an encoder-decoder's source)
 
     @property
     def window_keep(self) -> int | None:
@@ -42,6 +44,12 @@ class Stepper:
 
     def device_state(self, batch_size: int) -> tuple:
         """The state of ``batch_size`` empty sequences: a tuple of backend tensors."""
+        raise NotImplementedError(f"{type(self).__name__} has no device form")
+
+    def prefill_for_device(self, ids: np.ndarray) -> tuple[np.ndarray, tuple]:
+        """``(logits, state)`` of fresh sequences ``ids`` (B, T) by the host form, the state laid out
+        as the device form's (numpy arrays): prompts of any length share one traced call, and a
+        compiled loop (the beam search) continues from the state."""
         raise NotImplementedError(f"{type(self).__name__} has no device form")
 
     def device_step(self, ids, state: tuple, held):
@@ -76,6 +84,8 @@ class CachedStepper(Stepper):
     def __init__(self, model):
         self.model = model
         self.max_context = model.max_context
+        self.prefills_source = bool(getattr(model, "marker_id", None) is not None)
+        self.batch_axis = int(getattr(model, "cache_batch_axis", 0))
         self._host_step = traced(self.device_step)
 
     def initial_state(self, batch_size: int) -> CacheState:
@@ -99,6 +109,10 @@ class CachedStepper(Stepper):
 
     def device_state(self, batch_size: int) -> tuple:
         return tuple(self.model.empty_cache(batch_size))
+
+    def prefill_for_device(self, ids):
+        logits, state = self(ids, self.initial_state(len(ids)))
+        return logits, state.cache
 
     def device_step(self, ids, state, held):
         from keras import ops
@@ -166,6 +180,12 @@ class RecomputeStepper(Stepper):
     def device_state(self, batch_size: int) -> tuple:
         from keras import ops
         return (ops.zeros((batch_size, self.max_context), "int32"),)
+
+    def prefill_for_device(self, ids):
+        logits, seq = self(ids, self.initial_state(len(ids)))
+        window = np.zeros((len(ids), self.max_context), np.int32)
+        window[:, :seq.shape[1]] = seq
+        return logits, (window,)
 
     def device_step(self, ids, state, held):
         from keras import ops

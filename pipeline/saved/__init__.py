@@ -7,14 +7,17 @@ them asks which model it is:
 
 - ``vocab_size``;
 - :meth:`sampler`: what ``pipeline.generation.text`` streams text from (``stream(prompts, ...)``);
+- :meth:`transducer`: what decodes a paired corpus's sources to their outputs (``decode(prompts)``:
+  beam search of a width, or greedy; None where a model has no beam search);
 - :meth:`context_limits` and :meth:`context_scorer`: the diagnostics' view of the model (the
   longest context it can use, and a scorer of targets after truncated contexts);
 - :meth:`probes`: the diagnostics that read the model's insides (gradients, attention), ``{}``
-  where none apply.
+  where none apply; :meth:`alignments`: an encoder-decoder's attention over the source of given
+  examples, ``[]`` for every other model.
 
 This package sits above ``models``, ``generation`` and ``scoring`` (it puts them together) and
 below ``tracking`` and the stages; a new kind of model (an encoder-decoder, a pixel model) is one
-more entry in :data:`KINDS`.
+more entry in :data:`KINDS` (the encoder-decoders are networks: no kind of their own).
 """
 from __future__ import annotations
 

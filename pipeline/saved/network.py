@@ -26,6 +26,27 @@ class SavedNetwork:
         from pipeline.generation.compiled import CompiledDecoder
         return CompiledDecoder(self.network.stepper(), self.vocab_size)
 
+    def transducer(self, end_id: int, width: int, max_tokens: int, alpha: float, batch_size: int):
+        """Beam search over the stepper (width 1: greedy), each output up to ``end_id``."""
+        from pipeline.generation.beam import BeamDecoder
+        return BeamDecoder(self.network.stepper(), self.vocab_size, end_id, width=width, max_tokens=max_tokens,
+                           alpha=alpha, batch_size=batch_size)
+
+    def alignments(self, examples: list[np.ndarray]) -> list[np.ndarray]:
+        """Per example (its ids from ``<bos>`` through its line end), the attention of each target
+        token's prediction over the source positions, (target tokens, source positions) with the
+        reference target given; [] for a network without an encoder (``alignment``)."""
+        model = self.network.model
+        if not hasattr(model, "alignment"):
+            return []
+        out = []
+        for ids in examples:
+            ids = np.asarray(ids, np.int32)
+            weights = np.asarray(model.alignment(ids[None, :-1]))[0]
+            marker = int(np.flatnonzero(ids == model.marker_id)[0])
+            out.append(weights[marker:, :marker])      # row i predicts ids[marker + 1 + i]
+        return out
+
     def context_limits(self, longest: int) -> tuple[int, int | None]:
         """(longest context measured, order-shuffle width): a stream family up to ``longest``, a
         windowed one up to its training context; the width is the context (None)."""
@@ -46,7 +67,7 @@ class SavedNetwork:
         net = self.network
         m = {"grad": gradient_norms(net.model, contexts, targets)}
         keras.utils.set_random_seed(seed)
-        m["grad_init"] = gradient_norms(build_model(net.cfg, net.vocab_size, net.seq_len), contexts, targets)
+        m["grad_init"] = gradient_norms(build_model(net.cfg, net.vocab_size, net.seq_len, getattr(net.model, "marker_id", None)), contexts, targets)
         maps = attention_maps(net.model, contexts)
         m["attention_distance"] = [mean_attention_distance(a).tolist() for a in maps]
         m["attention_window"] = [a[0] for a in maps]

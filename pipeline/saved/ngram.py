@@ -32,6 +32,11 @@ class SavedNgram:
         from pipeline.generation.text import HostSampler
         return HostSampler(self.lm)
 
+    def transducer(self, end_id: int, width: int, max_tokens: int, alpha: float, batch_size: int):
+        """Greedy decoding to ``end_id`` (width 1); None for a beam: the n-gram decodes greedily only."""
+        from pipeline.generation.text import HostGreedy
+        return HostGreedy(self.lm, end_id, max_tokens) if width == 1 else None
+
     def context_limits(self, longest: int) -> tuple[int, int | None]:
         """Its own window, order - 1 tokens; the order test shuffles within ``longest`` tokens
         (within its own window nothing would be left to shuffle beyond it)."""
@@ -49,6 +54,9 @@ class SavedNgram:
                 out[r] = lm.next_logprobs_after(hist)[int(y)]
             return out
         return score
+
+    def alignments(self, examples: list) -> list:
+        return []    # no encoder
 
     def probes(self, contexts: np.ndarray, targets: np.ndarray, seed: int) -> dict:
         return {}    # no gradients, no attention

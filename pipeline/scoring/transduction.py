@@ -2,8 +2,10 @@
 all of its references.
 
 Perplexity says how likely a model finds the reference targets; a user of a transducer asks what it
-outputs. Every model (the n-gram and every network, prefix models of the same examples) decodes
-``source<TAB>`` greedily up to the example's end (its line end), and the outputs are scored:
+outputs. Every model (the n-gram and every network, encoder-decoders and prefix models of the same
+examples) decodes ``<bos> source<TAB>`` up to the example's end (its line end), greedily and, for
+the networks, by beam search (``eval.beam_width``, ``eval.length_penalty``:
+``pipeline.generation.beam``), and the outputs are scored:
 
 - ``exact_match``: the fraction of sources whose output equals one of their references (cmudict
   lists several pronunciations of a word: every one is a reference); 1 - exact match is the word
@@ -12,9 +14,10 @@ outputs. Every model (the n-gram and every network, prefix models of the same ex
   to the closest reference over that reference's length, summed over the sources;
 - ``chrf`` and ``bleu``: sacreBLEU's corpus chrF and BLEU (its default settings, every reference).
 
-The sources and references are read back from the prepared test split, as the tokenizer reads
-them (lowercased with ``data.lowercase``; a character never seen in training reads ``<unk>``),
-the form a model can output.
+Greedy outputs give ``test_<metric>``, the beam's ``test_beam_<metric>``. The sources and
+references are read back from the prepared test split, as the tokenizer reads them (lowercased
+with ``data.lowercase``; a character never seen in training reads ``<unk>``), the form a model
+can output.
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.data.examples import example_spans
+from pipeline.data.examples import PAIRS, example_spans
+from pipeline.data.loss_mask import line_end_id
 from pipeline.data.pairs import SEPARATOR, split_pair
-from pipeline.generation.text import transduce
+from pipeline.reporting import transduction_section
 
 TABLE_ROWS = 20
 
@@ -76,21 +80,49 @@ def split_references(ids: np.ndarray, starts: np.ndarray, tokenizer) -> tuple[li
     return list(refs), list(refs.values())
 
 
-def transduction_table(sources: list[str], outputs: list[str], refs: list[list[str]],
+def transduction_table(sources: list[str], outputs: dict[str, list[str]], refs: list[list[str]],
                        rows: int = TABLE_ROWS) -> str:
-    """Markdown: the first ``rows`` sources, each with its output, its references and whether it matched."""
+    """Markdown: the first ``rows`` sources, each with its output of every decoding (``outputs``:
+    name -> outputs), its references and whether each matched."""
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\t", " ") or " "
-    lines = ["| source | output | references | match |", "|---|---|---|---|"]
-    for s, o, rs in list(zip(sources, outputs, refs))[:rows]:
-        lines.append(f"| {cell(s)} | {cell(o)} | {' / '.join(cell(r) for r in rs)} | {'yes' if o in rs else 'no'} |")
+    names = list(outputs)
+    lines = ["| source | " + " | ".join(names) + " | references | match |",
+             "|---|" + "---|" * len(names) + "---|---|"]
+    for i, (s, rs) in enumerate(list(zip(sources, refs))[:rows]):
+        outs = [outputs[n][i] for n in names]
+        match = " / ".join("yes" if o in rs else "no" for o in outs)
+        lines.append(f"| {cell(s)} | " + " | ".join(cell(o) for o in outs)
+                     + f" | {' / '.join(cell(r) for r in rs)} | {match} |")
     return "\n".join(lines) + "\n"
 
 
-def measure_transduction(sampler, data, max_tokens: int, batch_size: int) -> tuple[dict, str]:
-    """Decode every test source of prepared paired ``data`` with ``sampler`` (any model's, see
-    :mod:`pipeline.saved`): the ``test_*`` metrics and the table of the first sources."""
-    sources, refs = split_references(data.ids["test"], data.starts("test"), data.tokenizer)
-    outputs = transduce(sampler, data.tokenizer, sources, SEPARATOR, "\n", max_tokens, batch_size)
-    metrics = {f"test_{k}": v for k, v in transduction_metrics(outputs, refs).items()}
+def measure_transduction(model, data, max_tokens: int, batch_size: int, beam_width: int = 1,
+                         alpha: float = 0.6) -> tuple[dict, str]:
+    """Decode every test source of prepared paired ``data`` with ``model``'s transducer (any saved
+    model, see :mod:`pipeline.saved`), greedily and, where the model has one and ``beam_width`` > 1,
+    by beam search: the ``test_*`` and ``test_beam_*`` metrics and the table of the first sources."""
+    tok = data.tokenizer
+    sources, refs = split_references(data.ids["test"], data.starts("test"), tok)
+    prompts = [tok.encode(s + SEPARATOR) for s in sources]
+    metrics, outputs = {}, {}
+    for name, width, prefix in (("greedy", 1, "test_"), ("beam", beam_width, "test_beam_")):
+        decoder = model.transducer(line_end_id(tok), width, max_tokens, alpha, batch_size) if width >= 1 else None
+        if decoder is None or (name == "beam" and width == 1):
+            continue
+        outputs[f"{name} ({width})" if name == "beam" else name] = out = [tok.decode(i) for i in decoder.decode(prompts)]
+        found = transduction_metrics(out, refs)
+        metrics |= {f"{prefix}{k}": v for k, v in found.items() if k != "sources" or name == "greedy"}
+        if name == "beam":
+            metrics["test_beam_width"] = width
     return metrics, transduction_table(sources, outputs, refs)
+
+
+def paired_results(model, data, settings) -> tuple[dict, str]:
+    """A stage's transduction results on paired data (``data.examples: pairs``), from the ``eval``
+    settings: (metrics, the samples file's section); ({}, "") for other data."""
+    if data.examples != PAIRS:
+        return {}, ""
+    metrics, table = measure_transduction(model, data, settings.max_output_tokens, settings.batch_size,
+                                          settings.beam_width, settings.length_penalty)
+    return metrics, transduction_section(metrics, table)

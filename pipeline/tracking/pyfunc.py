@@ -15,6 +15,15 @@ request::
     # also {"inputs": ["The ", "A "], "params": {...}} and {"inputs": {"prompt": [...], ...}}
     # -> {"predictions": [{"text": "..."}, ...]}
 
+A model trained on paired data (``data.examples: pairs``) is also a transducer: a request with a
+``source`` column instead of ``prompt`` decodes each source to its output (up to the example's
+end), by beam search of ``beam_width`` beams (1: greedy) with GNMT's ``length_penalty``, as the
+evaluate stage measures it::
+
+    curl -s localhost:5000/invocations -H 'Content-Type: application/json' \
+      -d '{"inputs": {"source": ["3 March 2021", "mercredi 5 juin 1991"]}, "params": {"beam_width": 4}}'
+    # -> {"predictions": [{"text": "2021-03-03"}, {"text": "1991-06-05"}]}
+
 Every request is checked first (:mod:`pipeline.generation.requests`: the types and ranges of the
 settings, and the caps: ``MAX_TOKENS`` per row, ``MAX_PROMPT_CHARS`` per prompt, ``MAX_ROWS``
 prompts per request); the scoring server answers a bad one with HTTP 400 and a one-line message
@@ -43,8 +52,10 @@ from pipeline.paths import PACKAGE
 from pipeline.generation.requests import MAX_SECONDS, SETTINGS, RequestError, parse_requests
 
 DEFAULTS: dict[str, Any] = {"max_tokens": 200, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-                            "seed": -1, "stop": ""}   # seed -1: fresh randomness on every request
-_TYPES = {"max_tokens": int, "temperature": float, "top_k": int, "top_p": float, "seed": int, "stop": str}
+                            "seed": -1, "stop": "",   # seed -1: fresh randomness on every request
+                            "beam_width": 1, "length_penalty": 0.6}
+_TYPES = {"max_tokens": int, "temperature": float, "top_k": int, "top_p": float, "seed": int, "stop": str,
+          "beam_width": int, "length_penalty": float}
 
 
 class RequestRejected(MlflowException, ValueError):
@@ -90,7 +101,9 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
             from pipeline.data.tokenizers import load_tokenizer  # load time: where the model is served
             self.load_tokenizer_fn = load_tokenizer
         self.tokenizer = self.load_tokenizer_fn(Path(context.artifacts["vocab"]))
-        self.model = (self.load_model_fn or load_model)(Path(context.artifacts["network"]))
+        self.folder = Path(context.artifacts["network"])
+        self.model = (self.load_model_fn or load_model)(self.folder)
+        self._saved = None
 
 
     # ---- inference
@@ -112,12 +125,44 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
         """One ``text`` per prompt, all prompts decoded together in one batch."""
         from pipeline.generation.text import generate_texts  # load time: where the model is served
         rows = self._rows(model_input, params)
+        if "source" in rows[0]:
+            return pd.DataFrame({"text": self._transduce(rows)})
         return pd.DataFrame({"text": generate_texts(self.model, self.tokenizer, rows, self._deadline())})
+
+    def _transduce(self, rows: list[dict]) -> list[str]:
+        """Each row's source decoded to its output: ``source<TAB>`` up to the line end, the rows of
+        one beam width and length penalty decoded together by the saved model's transducer."""
+        from pipeline.data.loss_mask import line_end_id  # load time: where the model is served
+        from pipeline.data.pairs import SEPARATOR  # load time: where the model is served
+        from pipeline.saved import load_saved  # load time: where the model is served
+        if SEPARATOR not in self.tokenizer.tokens:
+            raise RequestRejected("source: this model was not trained on paired data (source<TAB>target "
+                                  "examples); send prompts to continue instead", error_code=INVALID_PARAMETER_VALUE)
+        self._saved = self._saved or load_saved(self.folder)
+        texts = [""] * len(rows)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(rows):
+            groups.setdefault((r["beam_width"], r["length_penalty"]), []).append(i)
+        for (width, alpha), idx in groups.items():
+            longest = max(rows[i]["max_tokens"] for i in idx)
+            if longest == 0:
+                continue
+            decoder = self._saved.transducer(line_end_id(self.tokenizer), width, longest, alpha, len(idx))
+            if decoder is None:
+                raise RequestRejected(f"beam_width: {width}; this model decodes greedily only: expected 1",
+                                      error_code=INVALID_PARAMETER_VALUE)
+            outputs = decoder.decode([self.tokenizer.encode(rows[i]["source"] + SEPARATOR) for i in idx])
+            for i, ids in zip(idx, outputs):
+                texts[i] = self.tokenizer.decode(ids[:rows[i]["max_tokens"]])
+        return texts
 
     def predict_stream(self, context, model_input, params: dict | None = None):
         """The text of one prompt as it is generated: an iterator of strings."""
         from pipeline.generation.text import stream_texts  # load time: where the model is served
         rows = self._rows(model_input, params)
+        if "source" in rows[0]:
+            yield from self._transduce(rows)
+            return
         if len(rows) != 1:
             raise RequestRejected(f"input: {len(rows)} prompts; predict_stream takes one",
                                   error_code=INVALID_PARAMETER_VALUE)
@@ -178,7 +223,7 @@ def generator_signature(defaults: dict | None = None):
 
     d = {**DEFAULTS, **(defaults or {})}
     kinds = {"max_tokens": "long", "temperature": "double", "top_k": "long", "top_p": "double",
-             "seed": "long", "stop": "string"}
+             "seed": "long", "stop": "string", "beam_width": "long", "length_penalty": "double"}
     return ModelSignature(
         inputs=None,
         outputs=Schema([ColSpec("string", "text")]),

@@ -1,0 +1,250 @@
+"""The Transformer encoder-decoder (Keras): see :class:`EncoderDecoderTransformer`."""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from .layers import PositionEmbedding, embedding_initializer
+from .sequence_model import PACKAGE, SequenceModel
+from .source import pad_slots, source_length, source_mask
+
+
+def masked_attention(q, k, v, visible):
+    """Softmax attention, q (B, H, T, D) over k, v (B, H, S, D) where ``visible`` (B, 1, T, S):
+    (output (B, H, T, D) float32, weights (B, H, T, S)). A query with no visible key gets the
+    mean of the values (its row is never scored)."""
+    scores = ops.einsum("bhtd,bhsd->bhts", ops.cast(q, "float32"), ops.cast(k, "float32")) * (q.shape[-1] ** -0.5)
+    weights = ops.softmax(ops.where(visible, scores, -1e30), axis=-1)
+    return ops.einsum("bhts,bhsd->bhtd", weights, ops.cast(v, "float32")), weights
+
+
+class _Attention(keras.layers.Layer):
+    """Multi-head projections: ``heads(x, n)`` splits n projections (B, T, n*U) into n (B, H, T, Dh)."""
+
+    def __init__(self, units, heads, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.heads, self.head_dim = int(units), int(heads), int(units) // int(heads)
+
+    def split(self, t, n):
+        b, length = ops.shape(t)[0], ops.shape(t)[1]
+        t = ops.reshape(t, (b, length, n, self.heads, self.head_dim))
+        return [ops.transpose(t[:, :, i], (0, 2, 1, 3)) for i in range(n)]
+
+    def merge(self, t, dtype):
+        b, length = ops.shape(t)[0], ops.shape(t)[2]
+        return ops.reshape(ops.transpose(ops.cast(t, dtype), (0, 2, 1, 3)), (b, length, self.units))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class EncoderBlock(_Attention):
+    """Pre-LN self-attention over the visible (source) positions + GELU feed-forward."""
+
+    def __init__(self, units, heads, ff_dim, dropout=0.0, **kwargs):
+        super().__init__(units, heads, **kwargs)
+        self.ff_dim, self.dropout = int(ff_dim), float(dropout)
+        self.ln1 = keras.layers.LayerNormalization(epsilon=1e-5, name="ln1")
+        self.qkv = keras.layers.Dense(3 * self.units, name="qkv")
+        self.out = keras.layers.Dense(self.units, name="attn_out")
+        self.ln2 = keras.layers.LayerNormalization(epsilon=1e-5, name="ln2")
+        self.ff_in = keras.layers.Dense(self.ff_dim, activation="gelu", name="ff_in")
+        self.ff_out = keras.layers.Dense(self.units, name="ff_out")
+        self.drop = keras.layers.Dropout(self.dropout) if self.dropout > 0 else None
+
+    def _drop(self, x, training):
+        return x if self.drop is None else self.drop(x, training=training)
+
+    def call(self, x, visible, training=None):
+        q, k, v = self.split(self.qkv(self.ln1(x)), 3)
+        att, _ = masked_attention(q, k, v, visible)
+        x = x + self._drop(self.out(self.merge(att, x.dtype)), training)
+        return x + self._drop(self.ff_out(self.ff_in(self.ln2(x))), training)
+
+    def get_config(self):
+        return super().get_config() | {"units": self.units, "heads": self.heads, "ff_dim": self.ff_dim,
+                                       "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CrossDecoderBlock(EncoderBlock):
+    """Pre-LN causal self-attention over the target, cross-attention to the encoder, feed-forward.
+
+    ``call`` is the whole example at once; :meth:`decode` continues the target from fixed-size
+    caches (self keys/values written in place at ``held``, cross keys/values made once per example).
+    """
+
+    def __init__(self, units, heads, ff_dim, dropout=0.0, **kwargs):
+        super().__init__(units, heads, ff_dim, dropout, **kwargs)
+        self.ln_cross = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_cross")
+        self.cross_q = keras.layers.Dense(self.units, name="cross_q")
+        self.cross_kv = keras.layers.Dense(2 * self.units, name="cross_kv")
+        self.cross_out = keras.layers.Dense(self.units, name="cross_out")
+
+    def cross_keys(self, memory):
+        """The encoder output's cross-attention keys and values, (B, H, S, Dh) each."""
+        return self.split(self.cross_kv(memory), 2)
+
+    def _rest(self, x, ck, cv, cross_visible, training):
+        q = self.split(self.cross_q(self.ln_cross(x)), 1)[0]
+        att, weights = masked_attention(q, ck, cv, cross_visible)
+        x = x + self._drop(self.cross_out(self.merge(att, x.dtype)), training)
+        return x + self._drop(self.ff_out(self.ff_in(self.ln2(x))), training), weights
+
+    def call(self, x, memory, self_visible, cross_visible, training=None):
+        q, k, v = self.split(self.qkv(self.ln1(x)), 3)
+        att, _ = masked_attention(q, k, v, self_visible)
+        x = x + self._drop(self.out(self.merge(att, x.dtype)), training)
+        ck, cv = self.cross_keys(memory)
+        return self._rest(x, ck, cv, cross_visible, training)[0]
+
+    def cross_weights(self, x, memory, self_visible, cross_visible):
+        """(output, (B, H, T, S) cross-attention weights) of :meth:`call`."""
+        q, k, v = self.split(self.qkv(self.ln1(x)), 3)
+        att, _ = masked_attention(q, k, v, self_visible)
+        x = x + self.out(self.merge(att, x.dtype))
+        ck, cv = self.cross_keys(memory)
+        return self._rest(x, ck, cv, cross_visible, None)
+
+    def decode(self, x, keys, values, ck, cv, held, self_visible, cross_visible):
+        q, k, v = self.split(self.qkv(self.ln1(x)), 3)
+        keys = ops.slice_update(keys, (0, 0, held, 0), ops.cast(k, keys.dtype))
+        values = ops.slice_update(values, (0, 0, held, 0), ops.cast(v, values.dtype))
+        att, _ = masked_attention(q, keys, values, self_visible)
+        x = x + self.out(self.merge(att, x.dtype))
+        return self._rest(x, ck, cv, cross_visible, None)[0], keys, values
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class EncoderDecoderTransformer(SequenceModel):
+    """Token embedding [-> Dense(units)] shared by both sides; encoder: learned positions from the
+    example's start -> ``layers`` x EncoderBlock (self-attention among source positions) ->
+    LayerNorm; decoder: learned positions from the marker -> ``layers`` x CrossDecoderBlock (causal
+    among target positions, cross-attention to the source) -> LayerNorm -> Dense(V, float32).
+
+    Cache (fixed-size float32): per decoder block its self keys and values and its cross keys and
+    values, (B, heads, max_len, head_dim) each, then the source length (B,). A call with ``held``
+    0 starts an example (it encodes the source it holds); later calls continue the target.
+    """
+
+    cached = True
+
+    def __init__(self, cfg, vocab_size, max_len, marker_id=None, **kwargs):
+        super().__init__(cfg, vocab_size, max_len, name=kwargs.pop("name", "encoder_decoder_transformer"), **kwargs)
+        if marker_id is None:
+            raise ValueError("EncoderDecoderTransformer needs marker_id: the id that ends each example's source")
+        self.marker_id = int(marker_id)
+        units, embed_dim = int(cfg.units), int(cfg.embed_dim)
+        self.heads, self.head_dim = int(cfg.heads), units // int(cfg.heads)
+        init = embedding_initializer(cfg.embed_init)
+        self.embedding = keras.layers.Embedding(vocab_size, embed_dim, embeddings_initializer=init, name="embedding")
+        self.embed_proj = keras.layers.Dense(units, name="embed_proj") if embed_dim != units else None
+        self.source_positions = PositionEmbedding(max_len, init, name="source_positions")
+        self.target_positions = PositionEmbedding(max_len, init, name="target_positions")
+        self.drop = keras.layers.Dropout(cfg.dropout, name="embed_dropout") if cfg.dropout > 0 else None
+        ff_dim = int(cfg.ff_dim) or 4 * units
+        self.encoder = [EncoderBlock(units, self.heads, ff_dim, cfg.dropout, name=f"encoder_{i}")
+                        for i in range(int(cfg.layers))]
+        self.encoder_ln = keras.layers.LayerNormalization(epsilon=1e-5, name="encoder_ln")
+        self.decoder = [CrossDecoderBlock(units, self.heads, ff_dim, cfg.dropout, name=f"decoder_{i}")
+                        for i in range(int(cfg.layers))]
+        self.final_ln = keras.layers.LayerNormalization(epsilon=1e-5, name="final_ln")
+        self.logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")
+
+    @property
+    def max_context(self) -> int:
+        return self.max_len
+
+    def embed(self, ids):
+        return self.embedding(ids)
+
+    def _inputs(self, x, training):
+        x = x if self.embed_proj is None else self.embed_proj(x)
+        return x if self.drop is None else self.drop(x, training=training)
+
+    def _target_inputs(self, x, first, length, training):
+        """Decoder inputs of positions first.. : their vectors plus positions counted from the marker."""
+        steps = ops.shape(x)[1]
+        pos = first + ops.arange(steps, dtype="int32")[None, :] - length[:, None]
+        x = self.target_positions(x, positions=ops.clip(pos, 0, self.max_len - 1))
+        return x if self.drop is None else self.drop(x, training=training)
+
+    def encode(self, x, src, training=None):
+        """(B, T, U) inputs and the source mask -> the encoder's output (B, T, U)."""
+        h = self.source_positions(x)
+        h = h if self.drop is None else self.drop(h, training=training)
+        visible = (src[:, None, :] & src[:, :, None])[:, None]
+        for block in self.encoder:
+            h = block(h, visible, training=training)
+        return self.encoder_ln(h)
+
+    def _masks(self, src):
+        """Self-attention (causal, target keys only; a source position sees itself alone, so that
+        its unscored row is the same however the example is cut into calls) and cross-attention
+        (source keys) visibility."""
+        steps = ops.shape(src)[1]
+        keys, queries = ops.arange(steps)[None, :], ops.arange(steps)[:, None]
+        target = ops.logical_not(src)
+        own = (keys <= queries)[None] & target[:, None, :] | (keys == queries)[None]
+        return own[:, None], ops.broadcast_to(src[:, None, :], (ops.shape(src)[0], steps, steps))[:, None]
+
+    def call_with_cache(self, ids, cache=None, held=None, training=None, embedded=None):
+        x = self._inputs(self.embed(ids) if embedded is None else embedded, training)
+        if cache is None:
+            src = source_mask(ids, self.marker_id)
+            memory = self.encode(x, src, training)
+            h = self._target_inputs(x, 0, source_length(src), training)
+            self_visible, cross_visible = self._masks(src)
+            for block in self.decoder:
+                h = block(h, memory, self_visible, cross_visible, training=training)
+            return self.logits(self.final_ln(h)), None
+        if ids.shape[1] == 1:
+            return self._decode(x, cache, held)
+        return ops.cond(held > 0, lambda: self._decode(x, cache, held), lambda: self._start(x, ids))
+
+    def _start(self, x, ids):
+        """Encode the source of ``ids`` into a fresh cache, then decode all of ``ids`` from it."""
+        src = source_mask(ids, self.marker_id)
+        memory = pad_slots(self.encode(x, src), self.max_len)
+        fresh = list(self.empty_cache(ops.shape(ids)[0]))
+        for i, block in enumerate(self.decoder):
+            fresh[4 * i + 2:4 * i + 4] = [ops.cast(t, "float32") for t in block.cross_keys(memory)]
+        fresh[-1] = ops.cast(source_length(src), "float32")
+        return self._decode(x, tuple(fresh), ops.convert_to_tensor(0, "int32"))
+
+    def _decode(self, x, cache, held):
+        length = ops.cast(cache[-1], "int32")
+        h = self._target_inputs(x, held, length, None)
+        steps = ops.shape(x)[1]
+        slots = ops.arange(self.max_len, dtype="int32")
+        query = held + ops.arange(steps, dtype="int32")
+        self_visible = ((slots[None, None, :] <= query[None, :, None])
+                        & (slots[None, None, :] >= length[:, None, None])
+                        | (slots[None, :] == query[:, None])[None])[:, None]
+        cross_visible = ops.broadcast_to((slots[None, :] < length[:, None])[:, None, :],
+                                         (ops.shape(x)[0], steps, self.max_len))[:, None]
+        new = []
+        for i, block in enumerate(self.decoder):
+            keys, values, ck, cv = cache[4 * i:4 * i + 4]
+            h, keys, values = block.decode(h, keys, values, ck, cv, held, self_visible, cross_visible)
+            new += [keys, values, ck, cv]
+        return self.logits(self.final_ln(h)), tuple(new) + (cache[-1],)
+
+    def empty_cache(self, batch_size):
+        shape = (batch_size, self.heads, self.max_len, self.head_dim)
+        return tuple(ops.zeros(shape, "float32") for _ in range(4 * len(self.decoder))) + (
+            ops.zeros((batch_size,), "float32"),)
+
+    def alignment(self, ids):
+        """(B, T, T) cross-attention weights of every position over the source positions, averaged
+        over the last decoder block's heads (rows after the marker are the target's)."""
+        src = source_mask(ids, self.marker_id)
+        x = self._inputs(self.embed(ids), None)
+        memory = self.encode(x, src)
+        h = self._target_inputs(x, 0, source_length(src), None)
+        self_visible, cross_visible = self._masks(src)
+        for block in self.decoder[:-1]:
+            h = block(h, memory, self_visible, cross_visible)
+        _, weights = self.decoder[-1].cross_weights(h, memory, self_visible, cross_visible)
+        return ops.mean(weights, axis=1)
+
+    def get_config(self):
+        return super().get_config() | {"marker_id": self.marker_id}
