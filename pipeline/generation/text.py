@@ -104,11 +104,17 @@ class HostGreedy:
     def __init__(self, model, end_id: int, max_tokens: int):
         self.model, self.end_id, self.max_tokens = model, int(end_id), int(max_tokens)
 
+    chunk = 16     # tokens sampled per call: an output stops within a chunk of its end, not at max_tokens
+
     def decode(self, prompts: Sequence[np.ndarray]) -> list[np.ndarray]:
         outputs = []
         for prompt in prompts:
-            out = np.asarray(self.model.sample(np.asarray(prompt), self.max_tokens, np.random.default_rng(0),
-                                               temperature=0.0), np.int32)
+            out = np.zeros(0, np.int32)
+            while len(out) < self.max_tokens and not (out == self.end_id).any():
+                context = np.concatenate([np.asarray(prompt, np.int64).reshape(-1), out])
+                new = self.model.sample(context, min(self.chunk, self.max_tokens - len(out)),
+                                        np.random.default_rng(0), temperature=0.0)
+                out = np.concatenate([out, np.asarray(new, np.int32)])
             stop = np.flatnonzero(out == self.end_id)
             outputs.append(out[:stop[0]] if stop.size else out)
         return outputs
