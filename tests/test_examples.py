@@ -83,6 +83,40 @@ def test_training_rows_hold_one_example_read_from_its_own_start():
     np.testing.assert_array_equal(ExampleSampler(starts, len(ids), seq_len).rows(50, 1, 0), rows[:50])
 
 
+def test_training_batches_group_rows_by_length_and_lose_no_target():
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(1, 70, size=300)
+    ids, starts, _ = examples_stream(lengths, rng)
+    seq_len, steps, batch = 64, 40, 16
+    sampler = ExampleSampler(starts, len(ids), seq_len)
+    batches = sampler.batches(steps, batch, seed=3, epoch=1)
+    assert batches.shape == (steps, batch, 4)
+    # the same rows as the full-width draw, only regrouped
+    drawn = sampler.rows(steps * batch, seed=3, epoch=1)
+    assert sorted(map(tuple, batches[..., :3].reshape(-1, 3))) == sorted(map(tuple, drawn))
+    widths = batches[:, 0, 3]
+    assert np.all(batches[..., 3] == widths[:, None]) and widths.max() <= seq_len
+    assert len(set(widths.tolist())) > 3 and widths.mean() < 0.75 * seq_len     # padding saved
+    for rows, width in zip(batches[..., :3], widths):
+        _, full = example_rows(ids, rows, seq_len + 1)
+        _, cut = example_rows(ids, rows, width + 1)
+        assert full[:, width + 1:].sum() == 0                  # no target inside an example is cut off
+        np.testing.assert_array_equal(cut, full[:, :width + 1])
+    np.testing.assert_array_equal(sampler.batches(steps, batch, seed=3, epoch=1), batches)
+    assert not np.array_equal(sampler.batches(steps, batch, seed=3, epoch=2), batches)
+
+
+def test_bucket_widths_are_few_and_cover_the_need():
+    from pipeline.data.examples import bucket_width
+    need = np.arange(1, 300)
+    width = bucket_width(need, 256)
+    assert np.all(width >= np.minimum(need, 256)) and width.max() == 256 and np.all(width % 8 == 0)
+    inside = need <= 256
+    assert np.all((width - need)[inside] < np.maximum(8, need // 4 + 1)[inside])   # padding under a quarter
+    assert len(set(width[need <= 256].tolist())) <= 16
+    assert bucket_width(np.array([30]), 20)[0] == 20
+
+
 def test_a_loss_mask_weights_the_targets_inside_the_example():
     ids, starts, _ = examples_stream([4, 6], np.random.default_rng(1))
     mask = np.zeros(len(ids), np.uint8)

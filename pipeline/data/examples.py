@@ -94,7 +94,7 @@ class ExampleSampler:
     are in stream mode. Holds one int64 per example."""
 
     def __init__(self, starts: np.ndarray, n: int, seq_len: int):
-        self.starts = np.asarray(starts, np.int64)
+        self.starts, self.seq_len = np.asarray(starts, np.int64), int(seq_len)
         if not len(self.starts):
             raise SeqlabError("examples mode: the train split holds no example")
         self.ends = example_ends(self.starts, n)
@@ -106,11 +106,38 @@ class ExampleSampler:
 
     def rows(self, count: int, seed: int, epoch: int) -> np.ndarray:
         """``count`` rows (first, a, e), from a generator seeded by (seed, epoch)."""
-        rng = np.random.default_rng([seed, epoch])
+        return self._draw(count, np.random.default_rng([seed, epoch]))
+
+    def _draw(self, count: int, rng) -> np.ndarray:
         u = rng.integers(0, int(self.cum[-1]), size=count, dtype=np.int64)
         i = np.searchsorted(self.cum, u, side="right")
         offset = u - (self.cum[i] - self.windows[i])
         return np.stack([self.starts[i] + offset, self.starts[i], self.ends[i]], axis=-1)
+
+    def batches(self, steps: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
+        """``steps`` batches of ``batch_size`` rows (first, a, e, width), int64 (steps, batch, 4):
+        the rows that :meth:`rows` would draw, grouped by length. Each batch holds rows of similar
+        length and is ``width`` targets wide (:func:`bucket_width` of its longest row), so a step
+        spends little on padding; the batches come in a random order. Every target a full-width
+        row would train is still trained, and padding is never a target, so the loss is the same
+        sum: only which rows share a batch changes."""
+        rng = np.random.default_rng([seed, epoch])
+        rows = self._draw(steps * batch_size, rng)
+        need = np.minimum(rows[:, 2] - rows[:, 0], self.seq_len)      # the row's targets inside its example
+        order = np.argsort(need, kind="stable")
+        rows, need = rows[order].reshape(steps, batch_size, 3), need[order].reshape(steps, batch_size)
+        width = bucket_width(need.max(axis=1), self.seq_len)
+        out = np.concatenate([rows, np.broadcast_to(width[:, None, None], (steps, batch_size, 1))], axis=-1)
+        return out[rng.permutation(steps)]
+
+
+def bucket_width(need: np.ndarray, seq_len: int) -> np.ndarray:
+    """The width (targets) of a batch whose longest row needs ``need`` targets: rounded up to a
+    multiple of 8, or of a quarter of its power of two above 32 (40, 48, 56, 64, 80, 96, ...), so
+    an epoch compiles the step for a handful of shapes; never above ``seq_len``."""
+    need = np.maximum(np.asarray(need, np.int64), 1)
+    step = np.maximum(8, 2 ** np.floor(np.log2(np.maximum(need - 1, 1))).astype(np.int64) // 4)
+    return np.minimum(-(-need // step) * step, seq_len)
 
 
 def eval_rows(starts: np.ndarray, n: int, seq_len: int, max_tokens: int) -> np.ndarray:

@@ -103,13 +103,13 @@ def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, se
     ``hi - lo = batch_size / workers``, in consecutive per-replica batches (the local replicas take
     consecutive elements). With a loss ``mask`` (one value per id) the batches also hold the
     targets' weights (:func:`windows_dataset`). With example ``starts`` the rows are drawn by
-    :class:`ExampleSampler` (and always carry weights).
+    :class:`ExampleSampler` in batches grouped by length (and always carry weights); each global
+    batch has one width, which every pipeline's share of it keeps.
     """
     if starts is None:
         offsets = epoch_offsets(len(ids), seq_len, steps * batch_size, seed, epoch).reshape(steps, batch_size)
     else:
-        offsets = ExampleSampler(starts, len(ids), seq_len).rows(steps * batch_size, seed, epoch)
-        offsets = offsets.reshape(steps, batch_size, 3)
+        offsets = ExampleSampler(starts, len(ids), seq_len).batches(steps, batch_size, seed, epoch)
     per_batch = batch_size
     if input_context is not None:
         lo, hi, per_batch = shard_rows(batch_size, input_context.num_input_pipelines,
@@ -124,15 +124,18 @@ def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_si
     per offset in order (a last partial batch is dropped), gathered from ``ids`` batch by batch on
     the host (``tf.numpy_function``), deterministic and prefetched. With a loss ``mask`` the batches
     are (inputs, targets, weights): the float32 mask value of every target. Offsets of shape (N, 3)
-    are example rows (:func:`pipeline.data.examples.example_rows`): always with weights."""
+    are example rows (:func:`pipeline.data.examples.example_rows`): always with weights; of shape
+    (N, 4), example rows with their batch's width (at most ``seq_len`` targets) in the last column,
+    so that the batches' length varies."""
     import tensorflow as tf
     width = seq_len + 1
     examples = np.ndim(offsets) == 2
+    ragged = examples and np.shape(offsets)[1] == 4
 
     def gather(off):
         if examples:
-            rows, valid = example_rows(ids, off, width)
-            return rows, row_weights(valid, off, mask)
+            rows, valid = example_rows(ids, off[:, :3], int(off[0, 3]) + 1 if ragged else width)
+            return rows, row_weights(valid, off[:, :3], mask)
         positions = window_positions(off, width)
         rows = stream_at(ids, positions)
         if mask is None:
@@ -145,8 +148,8 @@ def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_si
             w = tf.numpy_function(gather, [off], tf.int32, stateful=False)
         else:
             w, weights = tf.numpy_function(gather, [off], [tf.int32, tf.float32], stateful=False)
-            weights.set_shape((batch_size, seq_len))
-        w.set_shape((batch_size, width))
+            weights.set_shape((batch_size, None if ragged else seq_len))
+        w.set_shape((batch_size, None if ragged else width))
         return (w[:, :-1], w[:, 1:]) if mask is None and not examples else (w[:, :-1], w[:, 1:], weights)
 
     offsets = np.asarray(offsets, dtype=np.int64)

@@ -229,7 +229,7 @@ def set_up(job: TrainJob) -> Setup:
 class Clock:
     """Seconds in training steps (evaluation excluded) and the steady-state throughput, which
     leaves out each process's first call (tracing and XLA compilation)."""
-    tokens_per_step: int
+    tokens_per_step: float
     step_time: float            # every epoch's steps, the checkpoint's epochs included
     steps_run: int = 0          # optimizer steps run by this process
     run_time: float = 0.0       # seconds of this process's epochs
@@ -404,12 +404,12 @@ class TrainingRun:
         """Phase 6, the epoch loop, from the first epoch the checkpoint lacks: each epoch's steps,
         its history row and line, then the checks and the checkpoint."""
         cfg = self.cfg
-        clock = Clock(cfg.batch_size * cfg.seq_len, step_time=sum(h["seconds"] for h in self.history))
+        clock = Clock(self.tokens_per_step(), step_time=sum(h["seconds"] for h in self.history))
         for epoch in range(self.start_epoch, cfg.epochs):
             losses, lr, seconds = self.run_epoch(epoch, run_steps, clock)
             clock.epoch(seconds)
             step = (epoch + 1) * cfg.steps_per_epoch
-            row = {"epoch": epoch + 1, "step": step, "tokens_seen": step * clock.tokens_per_step,
+            row = {"epoch": epoch + 1, "step": step, "tokens_seen": round(step * clock.tokens_per_step),
                    "train_seconds": clock.step_time, "train_loss": float(np.mean(losses)), "valid_loss": valid_loss(),
                    "learning_rate": lr, "seconds": seconds,
                    "tokens_per_second": clock.tokens_per_step * cfg.steps_per_epoch / seconds}
@@ -419,6 +419,14 @@ class TrainingRun:
                            f"valid_loss {row['valid_loss']:.4f} ({row['tokens_per_second']:.0f} tokens/s)", flush=True)
             self.end_epoch(row)
         return clock
+
+    def tokens_per_step(self) -> float:
+        """The tokens a step trains on: every position of its windows; in examples mode the
+        expected targets inside their examples, as the batches' widths vary (padding is not counted)."""
+        cfg, job = self.cfg, self.job
+        density = 1.0 if job.train_starts is None else ExampleSampler(job.train_starts, len(job.train_ids),
+                                                                        cfg.seq_len).density
+        return cfg.batch_size * cfg.seq_len * density
 
     def run_epoch(self, epoch: int, run_steps: Callable, clock: Clock) -> tuple[list[float], float, float]:
         """One epoch's steps, ``steps_per_execution`` per call, under the progress bar. Returns their
