@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.data.vocab_layout import BOS_ID
-from pipeline.generation.compiled import compile_function
+from pipeline.generation.compiled import compile_function, pow2_at_least
 
 NEG = -1e30
 
@@ -88,16 +88,17 @@ class BeamDecoder:
                 raise ValueError(f"a prompt of {n} tokens leaves no room to decode in max_context {context}")
             for a in range(0, len(group), self.batch_size):
                 idx = group[a:a + self.batch_size]
-                ids = np.zeros((self.batch_size, n + 1), np.int32)
+                rows = min(self.batch_size, pow2_at_least(len(idx)))   # a small group is not padded to a full batch
+                ids = np.zeros((rows, n + 1), np.int32)
                 ids[:, 0] = BOS_ID
                 ids[:, 1:] = np.asarray([np.asarray(prompts[i]).reshape(-1) for i in idx]
-                                        + [np.asarray(prompts[idx[0]]).reshape(-1)] * (self.batch_size - len(idx)))
+                                        + [np.asarray(prompts[idx[0]]).reshape(-1)] * (rows - len(idx)))
                 logits, state = self.stepper.prefill_for_device(ids)
                 tile = lambda a, axis=0: ops.convert_to_tensor(np.repeat(np.asarray(a), self.width, axis=axis))  # noqa: E731
                 tokens, scores, lens = self._search(ops.convert_to_tensor(steps, "int32"),
                                                     ops.convert_to_tensor(n + 1, "int32"), tile(logits[:, -1]),
                                                     *(tile(s, self.stepper.batch_axis) for s in state))
-                tokens = np.asarray(ops.convert_to_numpy(tokens)).reshape(self.batch_size, self.width, -1)
+                tokens = np.asarray(ops.convert_to_numpy(tokens)).reshape(rows, self.width, -1)
                 scores, lens = np.asarray(ops.convert_to_numpy(scores)), np.asarray(ops.convert_to_numpy(lens))
                 norm = scores / np.power((5.0 + np.maximum(lens, 1)) / 6.0, self.alpha)
                 for j, i in enumerate(idx):

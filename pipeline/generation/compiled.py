@@ -38,7 +38,7 @@ def compile_function(fn):
     return fn
 
 
-def _pow2_at_least(n: int, floor: int = 1) -> int:
+def pow2_at_least(n: int, floor: int = 1) -> int:
     return max(floor, 1 << max(0, int(n) - 1).bit_length())
 
 
@@ -165,8 +165,8 @@ class CompiledDecoder:
         lengths = np.array([len(s) for s in seqs], np.int32)
         if not budget.any():
             return
-        batch = _pow2_at_least(rows)
-        width = _pow2_at_least(max(int(lengths.max()), self.window or 0), floor=16)
+        batch = pow2_at_least(rows)
+        width = pow2_at_least(max(int(lengths.max()), self.window or 0), floor=16)
         buf = np.zeros((batch, width), np.int32)
         buf[:, 0] = BOS_ID
         for i, s in enumerate(seqs):
