@@ -660,3 +660,24 @@ def test_a_transducer_is_served_from_a_fresh_process_outside_the_repo(mlflow_sto
             pf.predict({"source": words}, params=params)
     with pytest.raises(Exception, match="both a 'prompt' and a 'source' column"):
         pf.predict({"source": words, "prompt": words})
+
+
+def test_a_saved_network_compiles_each_transducer_setting_once_and_keeps_a_bounded_few(tmp_path):
+    """A server's repeated request reuses the decoder (and its compiled search) of its setting; the
+    settings kept are bounded (requests choose them), the oldest going first; prompts and sources
+    share one stepper."""
+    from pipeline.models import build_model
+    from pipeline.models.catalog import parse_model
+    from pipeline.models.network import save_network
+    from pipeline.saved.network import KEPT_TRANSDUCERS, SavedNetwork
+
+    cfg = parse_model({"family": "seq2seq_rnn", "embed_dim": 8, "units": 16}, "model")
+    save_network(tmp_path / "net", build_model(cfg, 12, 24, 5), cfg, 24, 12)
+    saved = SavedNetwork.load(tmp_path / "net")
+    first = saved.transducer(3, 2, 8, 0.6, 4)
+    assert saved.transducer(3, 2, 8, 0.6, 4) is first
+    assert first.stepper is saved.sampler().stepper
+    for tokens in range(9, 9 + KEPT_TRANSDUCERS):
+        saved.transducer(3, 2, tokens, 0.6, 4)
+    assert saved.transducer(3, 2, 8, 0.6, 4) is not first           # the oldest went
+    assert saved.transducer(3, 2, 9 + KEPT_TRANSDUCERS - 1, 0.6, 4).stepper is first.stepper

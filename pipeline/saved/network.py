@@ -9,6 +9,8 @@ from pipeline.models.catalog import family_of
 from pipeline.models.family import STREAM
 from pipeline.models.network import Network, load_network
 
+KEPT_TRANSDUCERS = 8    # decoders kept per network (the oldest setting goes first)
+
 
 class SavedNetwork:
     """A :class:`~pipeline.models.network.Network` as every saved model is seen: decoded by the
@@ -17,6 +19,13 @@ class SavedNetwork:
     def __init__(self, network: Network):
         self.network = network
         self.vocab_size = network.vocab_size
+        self._stepper = None
+        self._transducers: dict[tuple, object] = {}
+
+    def stepper(self):
+        """The network's stepper, made once: its traced host step serves every decoder after the first."""
+        self._stepper = self._stepper or self.network.stepper()
+        return self._stepper
 
     @classmethod
     def load(cls, folder: Path) -> "SavedNetwork":
@@ -24,13 +33,19 @@ class SavedNetwork:
 
     def sampler(self):
         from pipeline.generation.compiled import CompiledDecoder
-        return CompiledDecoder(self.network.stepper(), self.vocab_size)
+        return CompiledDecoder(self.stepper(), self.vocab_size)
 
     def transducer(self, end_id: int, width: int, max_tokens: int, alpha: float, batch_size: int):
-        """Beam search over the stepper (width 1: greedy), each output up to ``end_id``."""
+        """Beam search over the stepper (width 1: greedy), each output up to ``end_id``; one decoder
+        per setting, kept, so that a server compiles its search once, not on every request."""
         from pipeline.generation.beam import BeamDecoder
-        return BeamDecoder(self.network.stepper(), self.vocab_size, end_id, width=width, max_tokens=max_tokens,
-                           alpha=alpha, batch_size=batch_size)
+        key = (end_id, width, max_tokens, alpha, batch_size)
+        if key not in self._transducers:
+            if len(self._transducers) >= KEPT_TRANSDUCERS:       # requests choose the settings: bounded
+                self._transducers.pop(next(iter(self._transducers)))
+            self._transducers[key] = BeamDecoder(self.stepper(), self.vocab_size, end_id, width=width,
+                                                 max_tokens=max_tokens, alpha=alpha, batch_size=batch_size)
+        return self._transducers[key]
 
     def alignments(self, examples: list[np.ndarray]) -> list[np.ndarray]:
         """Per example (its ids from ``<bos>`` through its line end), the attention of each target

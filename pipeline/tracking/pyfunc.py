@@ -34,7 +34,7 @@ weights and config) and ``vocab.json``. The ``pipeline`` package itself (and the
 from the user's own code) is shipped as the model's code, so a served model decodes with the exact
 code it was logged with.
 
-The loaders (:func:`load_model`, ``pipeline.data.tokenizers.load_tokenizer``) are imported lazily inside the pyfunc's methods; tests
+The loaders (``pipeline.saved.load_saved``, ``pipeline.data.tokenizers.load_tokenizer``) are imported lazily inside the pyfunc's methods; tests
 inject stubs through the :class:`TextGenerator` constructor.
 """
 from __future__ import annotations
@@ -102,8 +102,13 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
             self.load_tokenizer_fn = load_tokenizer
         self.tokenizer = self.load_tokenizer_fn(Path(context.artifacts["vocab"]))
         self.folder = Path(context.artifacts["network"])
-        self.model = (self.load_model_fn or load_model)(self.folder)
         self._saved = None
+        if self.load_model_fn is None:       # one load serves prompts (its sampler) and sources (its transducer)
+            from pipeline.saved import load_saved  # load time: where the model is served
+            self._saved = load_saved(self.folder)
+            self.model = self._saved.sampler()
+        else:
+            self.model = self.load_model_fn(self.folder)
 
 
     # ---- inference
@@ -169,13 +174,6 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
         for deltas in stream_texts(self.model, self.tokenizer, rows, self._deadline()):
             if deltas[0]:
                 yield deltas[0]
-
-
-def load_model(folder: Path):
-    """The sampler of a saved model folder (``stream``, as ``pipeline.generation.text`` wants it),
-    whatever model it holds (``pipeline.saved``)."""
-    from pipeline.saved import load_saved  # load time: where the model is served
-    return load_saved(folder).sampler()
 
 
 def open_text_generator(model: str, vocab: Path) -> "TextGenerator":
