@@ -43,6 +43,7 @@ def sources(data) -> list[np.ndarray]:
 def measure(folder: Path, data, width: int, batch: int, repeats: int, max_tokens: int) -> dict | None:
     from pipeline.data.loss_mask import line_end_id
     from pipeline.generation.beam import BeamDecoder
+    from pipeline.generation.requests import LENGTH_PENALTY
     from pipeline.models.network import load_network
     from pipeline.models.stepper import RecomputeStepper
 
@@ -52,7 +53,8 @@ def measure(folder: Path, data, width: int, batch: int, repeats: int, max_tokens
     prompts = sources(data)
     end = line_end_id(data.tokenizer)
     decoders = {"cached": net.stepper(), "recompute": RecomputeStepper(net.model, net.seq_len)}
-    decoders = {k: BeamDecoder(s, net.vocab_size, end, width=width, max_tokens=max_tokens, batch_size=batch)
+    decoders = {k: BeamDecoder(s, net.vocab_size, end, width=width, max_tokens=max_tokens, batch_size=batch,
+                               alpha=LENGTH_PENALTY)
                 for k, s in decoders.items()}
     outputs, compile_seconds = {}, {}
     for name, d in decoders.items():                  # the compiling call (and the outputs)

@@ -48,7 +48,7 @@ def evaluate(arch: str, p) -> None:
     samples = list(zip(g.prompts, generate_texts(decoder, tok, sample_rows(g))))
     summary = read_json(MODELS / arch / "run.json")
     registered = register_trained(p.mlflow.experiment, arch, summary, MODELS / arch, network,
-                                  PREPARED / "vocab.json", data.data_hash, g)
+                                  PREPARED / "vocab.json", data.data_hash, g, p.eval.length_penalty)
     transduced, section = paired_results(SavedNetwork(network), data, p.eval)   # what it outputs, paired data
     scores = flat_metrics(per_split) | transduced
     metrics = scores | {k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")}

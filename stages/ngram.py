@@ -13,7 +13,7 @@ from pipeline.saved.ngram import SavedNgram
 from pipeline.scoring.protocol import flat_metrics, split_scores
 from pipeline.scoring.transduction import paired_results
 from pipeline.stage import run_stage
-from pipeline.tracking.registration import register_generator
+from pipeline.tracking.registration import register_generator, sampler_defaults
 from pipeline.tracking.registry import registered_name, set_version_metrics
 from pipeline.tracking.runs import model_run
 
@@ -55,7 +55,8 @@ def main(argv: list[str]) -> None:
                         "fallback_orders": str(lm.fallback_orders)})
         run.log_metrics(metrics)
         run.log_text(samples_text, "samples.txt")
-        version = register_generator(MODELS / "ngram", PREPARED / "vocab.json", None, name, data.data_hash, g)
+        version = register_generator(MODELS / "ngram", PREPARED / "vocab.json", None, name, data.data_hash,
+                                     sampler_defaults(g))
     set_version_metrics(name, version, scores)
     write_json(PROVENANCE / "ngram.json", provenance | {"registered_model": name, "version": version,
                                                         "run_id": run.id})

@@ -27,7 +27,7 @@ def test_a_beam_of_width_one_is_the_compiled_greedy_decoder(c):
     num = min(9, context - 3)
     rng = np.random.default_rng(2)
     prompts = [random_ids(rng, 1, min(n, context - 1 - num) + 1)[0, 1:] for n in (2, 4, 4, 6, 2)]
-    beam = BeamDecoder(built(c).stepper, VOCAB, END, width=1, max_tokens=num, batch_size=2).decode(prompts)
+    beam = BeamDecoder(built(c).stepper, VOCAB, END, width=1, max_tokens=num, batch_size=2, alpha=0.6).decode(prompts)
     greedy = decoder(c).generate(prompts, num, temperature=0.0)
     for got, want in zip(beam, greedy):
         stop = np.flatnonzero(want == END)

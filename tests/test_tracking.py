@@ -681,3 +681,21 @@ def test_a_saved_network_compiles_each_transducer_setting_once_and_keeps_a_bound
         saved.transducer(3, 2, tokens, 0.6, 4)
     assert saved.transducer(3, 2, 8, 0.6, 4) is not first           # the oldest went
     assert saved.transducer(3, 2, 9 + KEPT_TRANSDUCERS - 1, 0.6, 4).stepper is first.stepper
+
+
+def test_a_network_serves_the_length_penalty_it_was_evaluated_with():
+    """A registered network's requests default to the run's ``eval.length_penalty``; a request's
+    own value wins; the n-gram (greedy only) is registered without one."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from pipeline.tracking.registration import sampler_defaults
+
+    generate = SimpleNamespace(max_tokens=5, temperature=0.0, top_k=0, top_p=1.0)
+    served = pyfunc.TextGenerator(sampler_defaults(generate, 1.5))
+    (row,) = served._rows(pd.DataFrame({"source": ["cat"]}), None)
+    assert (row["length_penalty"], row["beam_width"], row["max_tokens"]) == (1.5, 1, 5)
+    (row,) = served._rows(pd.DataFrame({"source": ["cat"]}), {"length_penalty": 0.2})
+    assert row["length_penalty"] == 0.2
+    assert "length_penalty" not in sampler_defaults(generate)

@@ -61,7 +61,8 @@ def test_every_test_source_is_decoded_up_to_its_line_end_and_scored(tmp_path):
     sources, refs = split_references(data.ids["test"], data.starts("test"), data.tokenizer)
     assert sources == words and refs[0] == ["TAC", "TACC"] and refs[1] == ["GOD"]
     lm = KneserNeyLM.fit(np.asarray(data.ids["train"]), data.tokenizer.vocab_size, 9, boundary_id=data.boundary_id)
-    metrics, table = measure_transduction(SavedNgram(lm), data, max_tokens=20, batch_size=3, beam_width=4)
+    metrics, table = measure_transduction(SavedNgram(lm), data, max_tokens=20, batch_size=3, beam_width=4,
+                                          alpha=0.6)
     assert metrics["test_sources"] == 8 and metrics["test_exact_match"] == 1.0 and metrics["test_cer"] == 0.0
     assert not any(k.startswith("test_beam") for k in metrics)
     assert "| horse | ESROH | ESROH | yes |" in table

@@ -27,10 +27,11 @@ NEG = -1e30
 
 class BeamDecoder:
     """``decode(prompts)`` -> each prompt's best output ids (without the end id), ``batch_size``
-    prompts per compiled call, ``width`` beams each, at most ``max_tokens`` tokens."""
+    prompts per compiled call, ``width`` beams each, at most ``max_tokens`` tokens; the output of
+    the most log p / ((5 + length) / 6) ** ``alpha`` (GNMT's length normalisation)."""
 
-    def __init__(self, stepper, vocab_size: int, end_id: int, *, width: int = 4, max_tokens: int = 128,
-                 alpha: float = 0.6, batch_size: int = 32):
+    def __init__(self, stepper, vocab_size: int, end_id: int, *, alpha: float, width: int = 4,
+                 max_tokens: int = 128, batch_size: int = 32):
         if width < 1 or max_tokens < 1 or batch_size < 1:
             raise ValueError(f"expected width, max_tokens and batch_size >= 1, got {width}, {max_tokens}, {batch_size}")
         self.stepper, self.vocab_size, self.end_id = stepper, int(vocab_size), int(end_id)

@@ -49,6 +49,7 @@ MAX_SEED = 2**31 - 1
 MAX_STOP_CHARS = 256
 MAX_BEAM = 16               # beams per source, at most
 MAX_LENGTH_PENALTY = 4.0
+LENGTH_PENALTY = 0.6          # GNMT's alpha where nothing else is set (``eval.length_penalty`` sets a run's)
 MAX_SECONDS = 50.0           # generation stops here and returns what it has: under MLflow's 60 s server timeout
 
 SETTINGS = ("max_tokens", "temperature", "top_k", "top_p", "seed", "stop", "beam_width", "length_penalty")
@@ -215,7 +216,7 @@ def parse_requests(model_input, params: Mapping | None, defaults: Mapping) -> li
     column (not a known one) takes that column as the prompts. ``params``: the settings for every row (None: none);
     ``defaults``: a value for every setting. Raises :class:`RequestError`.
     """
-    defaults = {"stop": "", "beam_width": 1, "length_penalty": 0.6, **defaults}
+    defaults = {"stop": "", "beam_width": 1, "length_penalty": LENGTH_PENALTY, **defaults}
     base = {**{k: check_setting(k, defaults.get(k), "logged default") for k in SETTINGS},
             **check_params(params)}
 

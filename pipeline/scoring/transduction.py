@@ -97,8 +97,8 @@ def transduction_table(sources: list[str], outputs: dict[str, list[str]], refs: 
     return "\n".join(lines) + "\n"
 
 
-def measure_transduction(model, data, max_tokens: int, batch_size: int, beam_width: int = 1,
-                         alpha: float = 0.6) -> tuple[dict, str]:
+def measure_transduction(model, data, max_tokens: int, batch_size: int, *, beam_width: int,
+                         alpha: float) -> tuple[dict, str]:
     """Decode every test source of prepared paired ``data`` with ``model``'s transducer (any saved
     model, see :mod:`pipeline.saved`), greedily and, where the model has one and ``beam_width`` > 1,
     by beam search: the ``test_*`` and ``test_beam_*`` metrics and the table of the first sources."""
@@ -124,5 +124,5 @@ def paired_results(model, data, settings) -> tuple[dict, str]:
     if data.examples != PAIRS:
         return {}, ""
     metrics, table = measure_transduction(model, data, settings.max_output_tokens, settings.batch_size,
-                                          settings.beam_width, settings.length_penalty)
+                                          beam_width=settings.beam_width, alpha=settings.length_penalty)
     return metrics, transduction_section(metrics, table)

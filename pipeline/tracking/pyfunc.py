@@ -49,11 +49,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from pipeline.paths import PACKAGE
-from pipeline.generation.requests import MAX_SECONDS, SETTINGS, RequestError, parse_requests
+from pipeline.generation.requests import LENGTH_PENALTY, MAX_SECONDS, SETTINGS, RequestError, parse_requests
 
 DEFAULTS: dict[str, Any] = {"max_tokens": 200, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
                             "seed": -1, "stop": "",   # seed -1: fresh randomness on every request
-                            "beam_width": 1, "length_penalty": 0.6}
+                            "beam_width": 1, "length_penalty": LENGTH_PENALTY}
 _TYPES = {"max_tokens": int, "temperature": float, "top_k": int, "top_p": float, "seed": int, "stop": str,
           "beam_width": int, "length_penalty": float}
 

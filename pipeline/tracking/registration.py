@@ -30,10 +30,12 @@ TRAINED_IN_TAG = "trained_in_run"           # on a version: the run id its netwo
 SERVED_TAG = "served_fingerprint"           # on a version: served_fingerprint() of what it serves
 
 
-def sampler_defaults(generate) -> dict:
-    """The sampler settings a registered generator serves with by default (the ``generate`` section)."""
-    return {"max_tokens": generate.max_tokens, "temperature": generate.temperature,
-            "top_k": generate.top_k, "top_p": generate.top_p}
+def sampler_defaults(generate, length_penalty: float | None = None) -> dict:
+    """The settings a registered generator serves with by default: the ``generate`` section's, and
+    for a network the beam's ``length_penalty`` (``eval.length_penalty``: served as evaluated)."""
+    found = {"max_tokens": generate.max_tokens, "temperature": generate.temperature,
+             "top_k": generate.top_k, "top_p": generate.top_p}
+    return found if length_penalty is None else found | {"length_penalty": float(length_penalty)}
 
 
 def served_fingerprint(folder: Path, vocab_path: Path, model_cfg, defaults: dict) -> str:
@@ -51,14 +53,14 @@ def served_fingerprint(folder: Path, vocab_path: Path, model_cfg, defaults: dict
     return digest.hexdigest()
 
 
-def register_generator(folder: Path, vocab_path: Path, model_cfg, name: str, data_hash: str, generate,
+def register_generator(folder: Path, vocab_path: Path, model_cfg, name: str, data_hash: str, defaults: dict,
                        tags: dict | None = None) -> str:
     """Log the text generator of the model saved in ``folder`` (a network's, or the n-gram's) to the
     active run and register it as a new version of ``name``, tagged with ``data_hash`` (which the
-    promotion gate compares) and ``tags``; returns the version. ``generate``: the sampler defaults
-    it serves with.
+    promotion gate compares) and ``tags``; returns the version. ``defaults``: the settings it serves
+    with (:func:`sampler_defaults`).
     """
-    info = log_generator(folder, vocab_path, model_cfg, registered_name=name, defaults=sampler_defaults(generate))
+    info = log_generator(folder, vocab_path, model_cfg, registered_name=name, defaults=defaults)
     version = str(info.registered_model_version)
     for key, value in {DATA_HASH_TAG: data_hash, **(tags or {})}.items():
         set_version_tag(name, version, key, value)
@@ -74,10 +76,11 @@ def _served_version(name: str, trained_in: str, fingerprint: str):
 
 
 def register_trained(experiment: str, arch: str, summary: dict, folder: Path, network, vocab_path: Path,
-                     data_hash: str, generate) -> dict:
+                     data_hash: str, generate, length_penalty: float) -> dict:
     """The registered version serving the network in ``folder``: found, or registered now.
 
-    ``summary`` is the folder's ``run.json`` as the train stage wrote it. The generator pyfunc is
+    ``summary`` is the folder's ``run.json`` as the train stage wrote it; ``generate`` and
+    ``length_penalty`` are the settings it serves with by default. The generator pyfunc is
     the registered version (what ``mlflow models serve`` and
     ``mlflow.pyfunc.load_model("models:/<name>@champion")`` load); the Keras network is logged
     beside it as the run's ``model`` artifact (``mlflow.keras``), for users who want logits. Both
@@ -87,7 +90,8 @@ def register_trained(experiment: str, arch: str, summary: dict, folder: Path, ne
     """
     name = registered_name(experiment, arch)
     trained_in = summary["run_id"]
-    fingerprint = served_fingerprint(folder, vocab_path, network.cfg, sampler_defaults(generate))
+    defaults = sampler_defaults(generate, length_penalty)
+    fingerprint = served_fingerprint(folder, vocab_path, network.cfg, defaults)
     found = _served_version(name, trained_in, fingerprint)
     if found is not None:
         return {"name": name, "run_id": found.run_id, "version": str(found.version)}
@@ -96,7 +100,7 @@ def register_trained(experiment: str, arch: str, summary: dict, folder: Path, ne
             run.set_tag(RESTORED_TAG, trained_in)
             run.log_metrics({k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")})
         log_keras_model(network.model, vocab_path, None, data_hash)
-        version = register_generator(folder, vocab_path, network.cfg, name, data_hash, generate,
+        version = register_generator(folder, vocab_path, network.cfg, name, data_hash, defaults,
                                      {TRAINED_IN_TAG: trained_in, SERVED_TAG: fingerprint})
     if run.id != trained_in:
         print(f"{arch}: the tracking store has no training run {trained_in} (the network came from DVC's cache); "
