@@ -7,7 +7,6 @@ training, so that the serving code is a dependency of this stage only: editing i
 """
 from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
-from pipeline.generation.compiled import CompiledDecoder
 from pipeline.generation.text import generate_texts, sample_rows
 from pipeline.io import read_json, write_json, write_text
 from pipeline.models.network import load_network
@@ -36,7 +35,8 @@ def evaluate(arch: str, p) -> None:
     data = load_prepared(PREPARED)
     tok = data.tokenizer
     network = load_network(MODELS / arch)
-    stepper = network.stepper()
+    saved = SavedNetwork(network)           # one stepper (one traced step) for scoring, samples and transduction
+    stepper = saved.stepper()
     per_split, protocol = {}, {}
     for split in ("valid", "test"):
         # piece by piece: a split's log-probs (8 bytes a token) are never held at once
@@ -44,12 +44,11 @@ def evaluate(arch: str, p) -> None:
                                           stepper=stepper, starts=data.starts(split), examples=data.examples)
         per_split[split] = split_scores(pieces, data.chars(split), data.mask(split))
     g = p.generate
-    decoder = CompiledDecoder(stepper, network.vocab_size)
-    samples = list(zip(g.prompts, generate_texts(decoder, tok, sample_rows(g))))
+    samples = list(zip(g.prompts, generate_texts(saved.sampler(), tok, sample_rows(g))))
     summary = read_json(MODELS / arch / "run.json")
     registered = register_trained(p.mlflow.experiment, arch, summary, MODELS / arch, network,
                                   PREPARED / "vocab.json", data.data_hash, g, p.eval.length_penalty)
-    transduced, section = paired_results(SavedNetwork(network), data, p.eval)   # what it outputs, paired data
+    transduced, section = paired_results(saved, data, p.eval)   # what it outputs, paired data
     scores = flat_metrics(per_split) | transduced
     metrics = scores | {k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")}
     provenance = {"family": summary["family"], **protocol, "data_hash": data.data_hash,
