@@ -58,3 +58,19 @@ def test_a_beam_holding_every_hypothesis_finds_the_best_normalised_output(case_i
         if score > best_score:
             best, best_score = [t for t in seq if t != END], score
     np.testing.assert_array_equal(got, best)
+
+
+@pytest.mark.parametrize("case_id", ["seq2seq_rnn", "seq2seq_transformer"])
+def test_a_beam_that_keeps_the_encoder_outputs_in_place_finds_the_same_outputs(case_id):
+    """Not reordering the state entries a stepper declares fixed (``fixed_state``) changes no output."""
+    import copy
+    b = built(case(case_id))
+    rng = np.random.default_rng(3)
+    prompts = [random_ids(rng, 1, n)[0, 1:] for n in (3, 5, 3, 4)]
+    plain = copy.copy(b.stepper)
+    plain.fixed_state = ()
+    assert b.stepper.fixed_state
+    got, want = (BeamDecoder(s, VOCAB, END, width=3, max_tokens=6, batch_size=4, alpha=0.6).decode(prompts)
+                 for s in (b.stepper, plain))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)

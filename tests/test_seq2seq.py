@@ -12,6 +12,7 @@ keras = pytest.importorskip("keras")
 
 from pipeline.errors import SeqlabError  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
+from pipeline.models.source import split_prompts  # noqa: E402
 from tests.family_cases import MARKER, VOCAB, built, case, forward  # noqa: E402
 
 
@@ -52,18 +53,46 @@ def test_rows_with_sources_of_other_lengths_batch_without_changing_a_row(case_id
         np.testing.assert_allclose(together[i, marker:len(r)], alone[marker:], atol=1e-5)
 
 
-def test_the_transformer_counts_target_positions_from_the_marker():
-    """The same target after a longer source: its decoder positions are the same (relative to the
-    marker), so with the source's influence removed (no cross-attention) the logits would match;
-    with it they must differ. Checked through the position table the decoder reads."""
+def test_the_transformer_counts_target_positions_from_the_marker(monkeypatch):
+    """The decoder reads position p at the p-th target position (the marker is 0), whatever the
+    source's length, in the full forward and in the cached decoder alike."""
     model = built(case("seq2seq_transformer")).model
-    short, long = example([3], [6, 7]), example([3, 4, 8, 9], [6, 7])
-    for ids in (short, long):
-        x = model._inputs(model.embed(ids[None]), None)
-        marker = int(np.flatnonzero(ids == MARKER)[0])
-        h = np.asarray(model._target_inputs(x, 0, keras.ops.convert_to_tensor([marker]), None))[0]
-        table = np.asarray(model.target_positions.position_embeddings)
-        np.testing.assert_allclose(h[marker:] - np.asarray(x)[0, marker:], table[:len(ids) - marker], atol=1e-6)
+    seen = []
+    original = model.target_positions.__class__.call
+
+    def spy(layer, x, positions=None):
+        seen.append(np.asarray(positions))
+        return original(layer, x, positions=positions)
+    monkeypatch.setattr(model.target_positions.__class__, "call", spy)
+    for source in ([3], [3, 4, 8, 9]):
+        ids = example(source, [6, 7])
+        marker = len(source) + 1
+        seen.clear()
+        forward(model, ids)
+        np.testing.assert_array_equal(np.clip(seen[-1][0], 0, None)[marker:], np.arange(len(ids) - marker))
+        seen.clear()
+        _, cache = model.start_with_cache(*split_prompts(ids[None, :marker + 1], [marker + 1], MARKER, model.max_len))
+        model.call_with_cache(ids[None, marker + 1:marker + 2], cache, keras.ops.convert_to_tensor(marker + 1))
+        np.testing.assert_array_equal(seen[-1], [[1]])
+
+
+@pytest.mark.parametrize("case_id", ["seq2seq_rnn", "seq2seq_transformer"])
+def test_prompts_of_other_lengths_start_together_as_each_alone(case_id):
+    """``start_with_cache`` of prompts with sources and target prefixes of other lengths (laid out
+    by ``split_prompts``) gives each row the logits and the continuation it has alone."""
+    model = built(case(case_id)).model
+    rows = [example([3, 4], []), example([9, 10, 11, 12, 13, 14], [15, 16]), example([16], [17]),
+            np.array([0, 3, 4, 6], np.int32)]          # no marker yet: all source
+    width = max(len(r) for r in rows) + 2
+    ids = np.stack([np.pad(r, (0, width - len(r))) for r in rows])
+    logits, cache = model.start_with_cache(*split_prompts(ids, [len(r) for r in rows], MARKER, model.max_len))
+    nxt = np.array([[6], [7], [8], [MARKER]], np.int32)
+    step, _ = model.call_with_cache(nxt, cache, keras.ops.convert_to_tensor(width))
+    for i, r in enumerate(rows):
+        alone = forward(model, np.concatenate([r, nxt[i]]))[0]
+        if MARKER in r:                                 # a source position's logits are never scored
+            np.testing.assert_allclose(np.asarray(logits)[i], alone[len(r) - 1], atol=1e-5)
+        np.testing.assert_allclose(np.asarray(step)[i, 0], alone[len(r)], atol=1e-5)
 
 
 def test_a_family_that_reads_a_source_needs_paired_data():
@@ -78,3 +107,16 @@ def test_a_family_that_reads_a_source_needs_paired_data():
     with pytest.raises(SeqlabError, match=r"models.s2s.family: 'seq2seq_transformer' is an encoder-decoder.*"
                                           r"expected data.examples: pairs"):
         model_configs(parse_params(raw))
+
+
+@pytest.mark.parametrize("case_id", ["seq2seq_rnn", "seq2seq_transformer"])
+def test_no_step_changes_the_cache_entries_declared_fixed(case_id):
+    """A beam search leaves ``fixed_cache`` entries in place (never reordered): decoding steps
+    must return them unchanged."""
+    model = built(case(case_id)).model
+    ids = np.stack([np.pad(example([3, 4], []), (0, 2)), example([9, 10, 11], [12])])
+    _, cache = model.start_with_cache(*split_prompts(ids, [4, 6], MARKER, model.max_len))
+    assert model.fixed_cache
+    _, after = model.call_with_cache(np.array([[6], [7]], np.int32), cache, keras.ops.convert_to_tensor(6))
+    for i in model.fixed_cache:
+        np.testing.assert_array_equal(np.asarray(after[i]), np.asarray(cache[i]))

@@ -12,7 +12,9 @@ Semantics are those of the reference decoder ``decoding.generate``, row by row:
 [BOS] + prompt is fed, then each sampled token; a windowed model (``max_context`` C) that would
 exceed C restarts from its last ``stepper.window_keep`` tokens (the sliding window). Prompts of
 different lengths share one batch: the common prefix is prefilled at once and each row's remaining
-prompt tokens are forced through the loop before its sampling starts.
+prompt tokens are forced through the loop before its sampling starts; a stepper that starts
+right-padded prompts of any lengths (``Stepper.ragged_start``: an encoder-decoder, whose first call
+encodes each row's whole source) starts every row's whole prompt in one compiled call instead.
 """
 from __future__ import annotations
 
@@ -42,6 +44,14 @@ def pow2_at_least(n: int, floor: int = 1) -> int:
     return max(floor, 1 << max(0, int(n) - 1).bit_length())
 
 
+def equal_length_groups(lengths: Sequence[int]) -> list[list[int]]:
+    """The indices of equal ``lengths``, one list per length, shortest first."""
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault(int(n), []).append(i)
+    return [groups[n] for n in sorted(groups)]
+
+
 def _pow2_at_most(n: int) -> int:
     return 1 << (max(1, int(n)).bit_length() - 1)
 
@@ -64,6 +74,7 @@ class CompiledDecoder:
             raise ValueError(f"max_context {self.window} leaves no room for a sliding window")
         self.keep = stepper.window_keep
         self._prefill = compile_function(self._prefill_fn)
+        self._start = compile_function(self._start_fn)
         self._run = compile_function(self._run_fn)
 
     # ---- the compiled programs
@@ -76,6 +87,15 @@ class CompiledDecoder:
         window = (ops.slice(prompts, (0, 0), (batch, self.window)) if self.window
                   else ops.zeros((batch, 1), "int32"))
         return logits[:, -1], state, window
+
+    def _start_fn(self, prompts, *inputs):
+        """:meth:`_prefill_fn` for a stepper that starts every row's whole prompt at once
+        (``Stepper.ragged_start``), from its ``start_inputs``."""
+        from keras import ops
+        logits, state = self.stepper.device_start(*inputs)
+        batch = prompts.shape[0]
+        window = (ops.slice(prompts, (0, 0), (batch, self.window)) if self.window else ops.zeros((batch, 1), "int32"))
+        return logits, state, window
 
     def _choose(self, j, logits, prompts, lengths, seeds, temperature, top_k, top_p):
         """The token of sequence index j: each row's prompt token while j < its length, else a sample."""
@@ -139,11 +159,6 @@ class CompiledDecoder:
         rows = len(prompts)
         if rows == 0:
             return
-        lengths = [np.asarray(p).size for p in prompts]
-        if self.stepper.prefills_source and len(set(lengths)) > 1:
-            yield from self._by_length(prompts, lengths, max_tokens, temperature=temperature, top_k=top_k,
-                                       top_p=top_p, seeds=seeds)
-            return
         per_row = lambda v, kind: np.broadcast_to(np.asarray(v, kind), (rows,)).copy()   # noqa: E731
         budget = per_row(max_tokens, np.int64)
         temperature, top_k, top_p = (per_row(temperature, np.float32), per_row(top_k, np.int32),
@@ -172,16 +187,27 @@ class CompiledDecoder:
         for i, s in enumerate(seqs):
             buf[i, :len(s)] = s
         pad = batch - rows
-        lens = np.concatenate([lengths, np.ones(pad, np.int32)])
-        # the common prefix prefilled at once (a power of two: few compiled shapes), or, for a
-        # stepper that encodes a source there, the whole prompt (every row's is as long, see _by_length)
-        first = int(lengths.min()) if self.stepper.prefills_source else _pow2_at_most(int(lengths.min()))
-        total = int((lengths + budget).max()) - first        # loop iterations over the whole call
-
         pad_to = lambda a, v: np.concatenate([a, np.full(pad, v, a.dtype)])            # noqa: E731
-        args = [ops.convert_to_tensor(a) for a in (buf, lens, pad_to(seeds, 0), pad_to(temperature, 0.0),
-                                                   pad_to(top_k, 0), pad_to(top_p, 1.0))]
-        logits, state, window = self._prefill(ops.convert_to_tensor(buf[:, :first]), args[0])
+        tensor = ops.convert_to_tensor
+        if self.stepper.ragged_start:
+            if len(set(lengths)) > 1 and self.window is not None and lengths.max() + budget.max() > self.window:
+                yield from self._by_length(prompts, lengths, max_tokens, temperature=temperature, top_k=top_k,
+                                           top_p=top_p, seeds=seeds)
+                return
+            # every row's whole prompt started at once (an encoder-decoder encodes its source
+            # there); the rows then sample in step, as if every prompt were as long as the longest
+            inputs = self.stepper.start_inputs(buf, pad_to(lengths, 1))
+            begin = self._start(tensor(buf), *(tensor(a) for a in inputs))
+            lengths = np.full(rows, lengths.max(), np.int32)
+            first = int(lengths.max())
+        else:
+            # the common prefix prefilled at once (a power of two: few compiled shapes)
+            first = _pow2_at_most(int(lengths.min()))
+            begin = self._prefill(tensor(buf[:, :first]), tensor(buf))
+        total = int((lengths + budget).max()) - first        # loop iterations over the whole call
+        args = [tensor(a) for a in (buf, pad_to(lengths, 1), pad_to(seeds, 0), pad_to(temperature, 0.0),
+                                    pad_to(top_k, 0), pad_to(top_p, 1.0))]
+        logits, state, window = begin
         j, held = ops.convert_to_tensor(first, "int32"), ops.convert_to_tensor(first, "int32")
         done, start = 0, first
         while done < total:
@@ -198,13 +224,12 @@ class CompiledDecoder:
             yield news
 
     def _by_length(self, prompts, lengths, max_tokens, **settings) -> Iterator[list[np.ndarray]]:
-        """:meth:`stream` one group of equal-length prompts at a time, for a stepper whose first
-        call must hold each row's whole prompt (an encoder-decoder encodes its source there): a
-        batch of mixed lengths would force the longer prompts' ends through decoder steps."""
+        """:meth:`stream` one group of equal-length prompts at a time, for prompts started whole
+        (``Stepper.ragged_start``) that will slide their window: rows started together sample in
+        step, so a shorter prompt would slide sooner than alone."""
         rows = len(prompts)
         empty = np.zeros(0, np.int32)
-        for n in sorted(set(lengths)):
-            idx = [i for i in range(rows) if lengths[i] == n]
+        for idx in equal_length_groups(lengths):
             pick = lambda v: None if v is None else np.broadcast_to(np.asarray(v), (rows,))[idx]   # noqa: E731
             for news in self.stream([prompts[i] for i in idx], pick(max_tokens),
                                     **{k: pick(v) for k, v in settings.items()}):

@@ -7,13 +7,7 @@ from keras import ops
 from .fast_rnn import FastGRU
 from .layers import embedding_initializer
 from .sequence_model import PACKAGE, SequenceModel
-from .source import before, pad_slots, source_length, source_mask
-
-
-def gather_rows(x, index):
-    """x (B, T, D) -> (B, T, D): row b's position t is x[b, index[b, t]]."""
-    shape = (ops.shape(x)[0], ops.shape(x)[1], x.shape[-1])
-    return ops.take_along_axis(x, ops.broadcast_to(ops.cast(index, "int32")[:, :, None], shape), axis=1)
+from .source import before, gather_rows, last_positions, pad_slots, source_length, source_mask, split_prompts
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -35,6 +29,7 @@ class AttentionRNN(SequenceModel):
     """
 
     cached = True
+    fixed_cache = (0, 1, 2)      # the encoder states, their keys, the source length
 
     def __init__(self, cfg, vocab_size, max_len, marker_id=None, **kwargs):
         super().__init__(cfg, vocab_size, max_len, name=kwargs.pop("name", "attention_rnn"), **kwargs)
@@ -92,17 +87,19 @@ class AttentionRNN(SequenceModel):
         out = self.attentional(ops.concatenate([h, ops.cast(context, h.dtype)], axis=-1))
         return self.head(self._dropout(out, training))
 
-    def _forward(self, x, src, training=None):
-        """The whole example at once: logits, the decoder's last state, the encoder's outputs."""
+    def _forward(self, x, src, training=None, ends=None):
+        """The whole example at once: logits, the decoder's states, the encoder's outputs.
+        ``ends`` (B,): each row's length, where rows are right-padded (None: no padding)."""
         length = source_length(src)
         states, keys, init = self.encode(x, length, training)
         steps = ops.shape(x)[1]
         t = ops.arange(steps, dtype="int32")[None, :]
-        shifted, _ = self.decoder(gather_rows(x, ops.minimum(t + length[:, None], steps - 1)),
+        last = (steps if ends is None else ends[:, None]) - 1
+        shifted, _ = self.decoder(gather_rows(x, ops.minimum(t + length[:, None], last)),
                                   initial_state=[init], training=training)
         h = gather_rows(shifted, ops.maximum(t - length[:, None], 0))       # back to each row's positions
         context, weights = self.attend(h, keys, states, src)
-        return self._logits(h, context, training), h[:, -1], states, keys, weights
+        return self._logits(h, context, training), h, states, keys, weights, init
 
     def call_with_cache(self, ids, cache=None, held=None, training=None, embedded=None):
         """With a cache, a call with ``held`` 0 starts an example (it encodes the source it holds) and
@@ -112,14 +109,39 @@ class AttentionRNN(SequenceModel):
             return self._forward(x, source_mask(ids, self.marker_id), training)[0], None
         if ids.shape[1] == 1:
             return self._step(x, cache)
-        return ops.cond(held > 0, lambda: self._continue(x, cache, training), lambda: self._start(x, ids, training))
+        steps = ops.shape(ids)[1]
+        return ops.cond(held > 0, lambda: self._continue(x, cache, training),
+                        lambda: self._start(x, ids, ops.full((ops.shape(ids)[0],), steps, "int32"), training))
 
-    def _start(self, x, ids, training):
-        src = source_mask(ids, self.marker_id)
-        logits, last, states, keys, _ = self._forward(x, src, training)
+    def start_inputs(self, ids, lengths):
+        """Host side: prompts (B, T) of ``lengths`` laid out for :meth:`start_with_cache`."""
+        return split_prompts(ids, lengths, self.marker_id, self.max_len)
+
+    def start_with_cache(self, source, source_lengths, target, target_lengths):
+        """``(logits (B, V), cache)`` of prompts laid out by :func:`~.source.split_prompts`: the
+        encoder over each row's source, the decoder over its target prefix only (the marker, for a
+        source to transduce), rows of different lengths together."""
+        sl, tl = ops.cast(source_lengths, "int32"), ops.cast(target_lengths, "int32")
+        states, keys, init = self.encode(self.embed(source), sl)
+        seq, _ = self.decoder(self.embed(target), initial_state=[init])
+        h = last_positions(seq, ops.maximum(tl, 1))[:, None]
+        context, _ = self.attend(h, keys, states, before(sl, ops.shape(source)[1]))
+        state = ops.where((tl > 0)[:, None], h[:, 0], ops.cast(init, h.dtype))     # no marker yet: not started
+        f32 = lambda t: ops.cast(t, "float32")          # noqa: E731
+        return self._logits(h, context, None)[:, 0], (f32(pad_slots(states, self.max_len)),
+                                                     f32(pad_slots(keys, self.max_len)), f32(sl), f32(state))
+
+    def _start(self, x, ids, lengths, training):
+        """Encode each row's source and run the decoder to the row's last id (``lengths``); a row
+        with no marker yet holds the decoder's initial state (its next id starts the target)."""
+        t = ops.arange(ops.shape(ids)[1], dtype="int32")[None, :]
+        src = source_mask(ids, self.marker_id) & (t < lengths[:, None])
+        logits, h, states, keys, _, init = self._forward(x, src, training, lengths)
+        length = source_length(src)
+        h = ops.where((lengths > length)[:, None], last_positions(h, lengths), ops.cast(init, h.dtype))
         f32 = lambda t: ops.cast(t, "float32")          # noqa: E731
         return logits, (f32(pad_slots(states, self.max_len)), f32(pad_slots(keys, self.max_len)),
-                        f32(source_length(src)), f32(last))
+                        f32(length), f32(h))
 
     def _continue(self, x, cache, training):
         states, keys, length, h = cache

@@ -6,7 +6,8 @@ from keras import ops
 
 from .layers import PositionEmbedding, embedding_initializer
 from .sequence_model import PACKAGE, SequenceModel
-from .source import pad_slots, source_length, source_mask
+from .source import (before, gather_positions, last_positions, pad_slots, source_length, source_mask,
+                     split_prompts, write_rows)
 
 
 def masked_attention(q, k, v, visible):
@@ -90,24 +91,23 @@ class CrossDecoderBlock(EncoderBlock):
         return x + self._drop(self.ff_out(self.ff_in(self.ln2(x))), training), weights
 
     def call(self, x, memory, self_visible, cross_visible, training=None):
+        return self.forward(x, memory, self_visible, cross_visible, training)[0]
+
+    def forward(self, x, memory, self_visible, cross_visible, training=None, cross=None):
+        """:meth:`call`, also returning its self keys and values (B, H, T, Dh) and its (B, H, T, S)
+        cross-attention weights; ``cross``: the memory's :meth:`cross_keys`, when already made."""
         q, k, v = self.split(self.qkv(self.ln1(x)), 3)
         att, _ = masked_attention(q, k, v, self_visible)
         x = x + self._drop(self.out(self.merge(att, x.dtype)), training)
-        ck, cv = self.cross_keys(memory)
-        return self._rest(x, ck, cv, cross_visible, training)[0]
+        ck, cv = self.cross_keys(memory) if cross is None else cross
+        out, weights = self._rest(x, ck, cv, cross_visible, training)
+        return out, k, v, weights
 
-    def cross_weights(self, x, memory, self_visible, cross_visible):
-        """(output, (B, H, T, S) cross-attention weights) of :meth:`call`."""
+    def decode(self, x, keys, values, ck, cv, slots, self_visible, cross_visible):
+        """Continue from the caches: the new positions' keys and values are written at ``slots``
+        (B, T) of each row (its target positions), then attended to with the cached ones."""
         q, k, v = self.split(self.qkv(self.ln1(x)), 3)
-        att, _ = masked_attention(q, k, v, self_visible)
-        x = x + self.out(self.merge(att, x.dtype))
-        ck, cv = self.cross_keys(memory)
-        return self._rest(x, ck, cv, cross_visible, None)
-
-    def decode(self, x, keys, values, ck, cv, held, self_visible, cross_visible):
-        q, k, v = self.split(self.qkv(self.ln1(x)), 3)
-        keys = ops.slice_update(keys, (0, 0, held, 0), ops.cast(k, keys.dtype))
-        values = ops.slice_update(values, (0, 0, held, 0), ops.cast(v, values.dtype))
+        keys, values = write_rows(keys, k, slots), write_rows(values, v, slots)
         att, _ = masked_attention(q, keys, values, self_visible)
         x = x + self.out(self.merge(att, x.dtype))
         return self._rest(x, ck, cv, cross_visible, None)[0], keys, values
@@ -120,9 +120,12 @@ class EncoderDecoderTransformer(SequenceModel):
     LayerNorm; decoder: learned positions from the marker -> ``layers`` x CrossDecoderBlock (causal
     among target positions, cross-attention to the source) -> LayerNorm -> Dense(V, float32).
 
-    Cache (fixed-size float32): per decoder block its self keys and values and its cross keys and
-    values, (B, heads, max_len, head_dim) each, then the source length (B,). A call with ``held``
-    0 starts an example (it encodes the source it holds); later calls continue the target.
+    Cache (fixed-size float32): per decoder block its self keys and values, slot p holding target
+    position p (counted from the marker), and its cross keys and values over the source slots,
+    (B, heads, max_len, head_dim) each; then each row's source length and target positions held
+    (B,) each. A call with ``held`` 0 starts an example (it encodes the source it holds); later
+    calls continue the target. Every row keeps its own positions, so :meth:`start_with_cache`
+    starts rows whose prompts have different lengths in one call.
     """
 
     cached = True
@@ -153,6 +156,11 @@ class EncoderDecoderTransformer(SequenceModel):
     def max_context(self) -> int:
         return self.max_len
 
+    @property
+    def fixed_cache(self) -> tuple:
+        """Each block's cross keys and values, the source length."""
+        return tuple(j for i in range(len(self.decoder)) for j in (4 * i + 2, 4 * i + 3)) + (4 * len(self.decoder),)
+
     def embed(self, ids):
         return self.embedding(ids)
 
@@ -160,11 +168,10 @@ class EncoderDecoderTransformer(SequenceModel):
         x = x if self.embed_proj is None else self.embed_proj(x)
         return x if self.drop is None else self.drop(x, training=training)
 
-    def _target_inputs(self, x, first, length, training):
-        """Decoder inputs of positions first.. : their vectors plus positions counted from the marker."""
-        steps = ops.shape(x)[1]
-        pos = first + ops.arange(steps, dtype="int32")[None, :] - length[:, None]
-        x = self.target_positions(x, positions=ops.clip(pos, 0, self.max_len - 1))
+    def _target_inputs(self, x, positions, training):
+        """Decoder inputs: the vectors plus the embeddings of their target ``positions`` (B, T),
+        counted from the marker (positions before it, never scored, read the first)."""
+        x = self.target_positions(x, positions=ops.clip(positions, 0, self.max_len - 1))
         return x if self.drop is None else self.drop(x, training=training)
 
     def encode(self, x, src, training=None):
@@ -186,65 +193,99 @@ class EncoderDecoderTransformer(SequenceModel):
         own = (keys <= queries)[None] & target[:, None, :] | (keys == queries)[None]
         return own[:, None], ops.broadcast_to(src[:, None, :], (ops.shape(src)[0], steps, steps))[:, None]
 
+    def _full(self, x, src, training=None):
+        """The whole example at once: (decoder output (B, T, U), per block its self keys and values
+        (B, H, T, Dh), the last block's (B, H, T, T) cross-attention weights, the encoder output)."""
+        memory = self.encode(x, src, training)
+        steps = ops.shape(x)[1]
+        h = self._target_inputs(x, ops.arange(steps, dtype="int32")[None, :] - source_length(src)[:, None], training)
+        self_visible, cross_visible = self._masks(src)
+        kv, weights = [], None
+        for block in self.decoder:
+            h, k, v, weights = block.forward(h, memory, self_visible, cross_visible, training)
+            kv.append((k, v))
+        return h, kv, weights, memory
+
     def call_with_cache(self, ids, cache=None, held=None, training=None, embedded=None):
         x = self._inputs(self.embed(ids) if embedded is None else embedded, training)
         if cache is None:
-            src = source_mask(ids, self.marker_id)
-            memory = self.encode(x, src, training)
-            h = self._target_inputs(x, 0, source_length(src), training)
-            self_visible, cross_visible = self._masks(src)
-            for block in self.decoder:
-                h = block(h, memory, self_visible, cross_visible, training=training)
-            return self.logits(self.final_ln(h)), None
+            return self.logits(self.final_ln(self._full(x, source_mask(ids, self.marker_id), training)[0])), None
         if ids.shape[1] == 1:
-            return self._decode(x, cache, held)
-        return ops.cond(held > 0, lambda: self._decode(x, cache, held), lambda: self._start(x, ids))
+            return self._decode(x, cache)
+        steps = ops.shape(ids)[1]
+        return ops.cond(held > 0, lambda: self._decode(x, cache),
+                        lambda: self._start(x, ids, ops.full((ops.shape(ids)[0],), steps, "int32")))
 
-    def _start(self, x, ids):
-        """Encode the source of ``ids`` into a fresh cache, then decode all of ``ids`` from it."""
-        src = source_mask(ids, self.marker_id)
-        memory = pad_slots(self.encode(x, src), self.max_len)
-        fresh = list(self.empty_cache(ops.shape(ids)[0]))
-        for i, block in enumerate(self.decoder):
-            fresh[4 * i + 2:4 * i + 4] = [ops.cast(t, "float32") for t in block.cross_keys(memory)]
-        fresh[-1] = ops.cast(source_length(src), "float32")
-        return self._decode(x, tuple(fresh), ops.convert_to_tensor(0, "int32"))
+    def start_inputs(self, ids, lengths):
+        """Host side: prompts (B, T) of ``lengths`` laid out for :meth:`start_with_cache`."""
+        return split_prompts(ids, lengths, self.marker_id, self.max_len)
 
-    def _decode(self, x, cache, held):
-        length = ops.cast(cache[-1], "int32")
-        h = self._target_inputs(x, held, length, None)
+    def start_with_cache(self, source, source_lengths, target, target_lengths):
+        """``(logits (B, V), cache)`` of prompts laid out by :func:`~.source.split_prompts`: the
+        encoder over each row's source, the decoder over its target prefix only (the marker, for a
+        source to transduce), rows of different lengths together."""
+        sl, tl = ops.cast(source_lengths, "int32"), ops.cast(target_lengths, "int32")
+        width, steps = ops.shape(source)[1], ops.shape(target)[1]
+        memory = self.encode(self._inputs(self.embed(source), None), before(sl, width))
+        memory = pad_slots(memory, self.max_len)
+        t = ops.arange(steps, dtype="int32")
+        h = self._target_inputs(self._inputs(self.embed(target), None),
+                                ops.broadcast_to(t[None, :], (ops.shape(target)[0], steps)), None)
+        self_visible = (t[None, :] <= t[:, None])[None, None]
+        cross_visible = ops.broadcast_to(before(sl, self.max_len)[:, None, None, :],
+                                         (ops.shape(target)[0], 1, steps, self.max_len))
+        cache = []
+        for block in self.decoder:
+            cross = [ops.cast(c, "float32") for c in block.cross_keys(memory)]
+            h, k, v, _ = block.forward(h, memory, self_visible, cross_visible, cross=cross)
+            cache += [ops.cast(pad_slots(k, self.max_len, axis=2), "float32"),
+                      ops.cast(pad_slots(v, self.max_len, axis=2), "float32")] + cross
+        logits = self.logits(self.final_ln(last_positions(h, ops.maximum(tl, 1))[:, None]))[:, 0]
+        return logits, tuple(cache) + (ops.cast(sl, "float32"), ops.cast(tl, "float32"))
+
+    def _start(self, x, ids, lengths):
+        """Encode each row's source, run the decoder over the whole prompt and keep each row's
+        target keys and values (positions marker .. length - 1) in a fresh cache."""
+        t = ops.arange(ops.shape(ids)[1], dtype="int32")[None, :]
+        src = source_mask(ids, self.marker_id) & (t < lengths[:, None])
+        h, kv, _, memory = self._full(x, src, None)
+        length = source_length(src)
+        memory = pad_slots(memory, self.max_len)
+        slots = length[:, None] + ops.arange(self.max_len, dtype="int32")[None, :]   # target position p at slot p
+        cache = []
+        for block, (k, v) in zip(self.decoder, kv):
+            ck, cv = block.cross_keys(memory)
+            cache += [ops.cast(gather_positions(k, slots), "float32"), ops.cast(gather_positions(v, slots), "float32"),
+                      ops.cast(ck, "float32"), ops.cast(cv, "float32")]
+        held = ops.maximum(lengths - length, 0)
+        return self.logits(self.final_ln(h)), tuple(cache) + (ops.cast(length, "float32"), ops.cast(held, "float32"))
+
+    def _decode(self, x, cache):
+        """Continue each row's target from its own position (the cache's last entry)."""
+        length, held = ops.cast(cache[-2], "int32"), ops.cast(cache[-1], "int32")
         steps = ops.shape(x)[1]
+        query = held[:, None] + ops.arange(steps, dtype="int32")[None, :]          # (B, T) target positions
+        h = self._target_inputs(x, query, None)
         slots = ops.arange(self.max_len, dtype="int32")
-        query = held + ops.arange(steps, dtype="int32")
-        self_visible = ((slots[None, None, :] <= query[None, :, None])
-                        & (slots[None, None, :] >= length[:, None, None])
-                        | (slots[None, :] == query[:, None])[None])[:, None]
+        self_visible = (slots[None, None, :] <= query[:, :, None])[:, None]
         cross_visible = ops.broadcast_to((slots[None, :] < length[:, None])[:, None, :],
                                          (ops.shape(x)[0], steps, self.max_len))[:, None]
         new = []
         for i, block in enumerate(self.decoder):
             keys, values, ck, cv = cache[4 * i:4 * i + 4]
-            h, keys, values = block.decode(h, keys, values, ck, cv, held, self_visible, cross_visible)
+            h, keys, values = block.decode(h, keys, values, ck, cv, query, self_visible, cross_visible)
             new += [keys, values, ck, cv]
-        return self.logits(self.final_ln(h)), tuple(new) + (cache[-1],)
+        return self.logits(self.final_ln(h)), tuple(new) + (cache[-2], ops.cast(held + steps, "float32"))
 
     def empty_cache(self, batch_size):
         shape = (batch_size, self.heads, self.max_len, self.head_dim)
         return tuple(ops.zeros(shape, "float32") for _ in range(4 * len(self.decoder))) + (
-            ops.zeros((batch_size,), "float32"),)
+            ops.zeros((batch_size,), "float32"), ops.zeros((batch_size,), "float32"))
 
     def alignment(self, ids):
         """(B, T, T) cross-attention weights of every position over the source positions, averaged
         over the last decoder block's heads (rows after the marker are the target's)."""
-        src = source_mask(ids, self.marker_id)
-        x = self._inputs(self.embed(ids), None)
-        memory = self.encode(x, src)
-        h = self._target_inputs(x, 0, source_length(src), None)
-        self_visible, cross_visible = self._masks(src)
-        for block in self.decoder[:-1]:
-            h = block(h, memory, self_visible, cross_visible)
-        _, weights = self.decoder[-1].cross_weights(h, memory, self_visible, cross_visible)
-        return ops.mean(weights, axis=1)
+        return ops.mean(self._full(self._inputs(self.embed(ids), None), source_mask(ids, self.marker_id))[2], axis=1)
 
     def get_config(self):
         return super().get_config() | {"marker_id": self.marker_id}

@@ -22,12 +22,17 @@ class SequenceModel(keras.Model):
     initialisers' seeds when it is made) and implement :meth:`call_with_cache`; a family with a
     cache (recurrent state, convolution queues, key/value cache) sets ``cached`` and implements
     :meth:`empty_cache`. ``max_context`` is the most positions one cache can hold (None: a stream
-    continues forever). The model is rebuilt from its parameters (:meth:`get_config`), so a saved
+    continues forever). A family whose first call must hold each row's whole prompt (an
+    encoder-decoder encodes its source there) also implements ``start_inputs`` (host: a batch of
+    prompts of any lengths laid out) and ``start_with_cache`` (their start in one call), so that
+    sources of different lengths decode together. The model is rebuilt from its parameters (:meth:`get_config`), so a saved
     ``.keras`` file loads wherever ``pipeline.models`` can be imported.
     """
 
     cached = False
     cache_batch_axis = 0    # the axis of every cache tensor that runs over the sequences (beam search reorders it)
+    fixed_cache: tuple = ()  # cache entries written when an example starts and never by a step (an encoder's
+                             # outputs): the same for every continuation of a prompt, so a beam search never reorders them
 
     def __init__(self, cfg, vocab_size: int, max_len: int, **kwargs):
         super().__init__(**kwargs)

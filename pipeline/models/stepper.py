@@ -23,7 +23,8 @@ class Stepper:
 
     max_context: int | None = None
     batch_axis = 0             # the axis of the device state's tensors that runs over the sequences
-    prefills_source = False    # True: a state's first call must hold the whole prompt (an encoder-decoder's source)
+    ragged_start = False       # True: :meth:`device_start` starts right-padded prompts of different lengths
+    fixed_state: tuple = ()    # indices of state entries no step changes (an encoder's outputs): a beam keeps them in place
 
     @property
     def window_keep(self) -> int | None:
@@ -51,6 +52,19 @@ class Stepper:
         as the device form's (numpy arrays): prompts of any length share one traced call, and a
         compiled loop (the beam search) continues from the state."""
         raise NotImplementedError(f"{type(self).__name__} has no device form")
+
+    def start_inputs(self, ids: np.ndarray, lengths: np.ndarray) -> tuple:
+        """Host side: the arrays :meth:`device_start` takes for fresh sequences, row b the first
+        ``lengths[b]`` ids of ``ids`` (B, T), right-padded."""
+        raise NotImplementedError(f"{type(self).__name__} does not start prompts of different lengths")
+
+    def device_start(self, *inputs) -> tuple:
+        """``(logits (B, V) float32, state)`` of the fresh sequences :meth:`start_inputs` laid out,
+        in one call whatever their lengths; the state then continues every row from its own end
+        (``device_step``'s ``held`` is not read). Only where :attr:`ragged_start`: an
+        encoder-decoder, whose first call must hold each row's whole source, starts a batch of
+        sources this way."""
+        raise NotImplementedError(f"{type(self).__name__} does not start prompts of different lengths")
 
     def device_step(self, ids, state: tuple, held):
         """``(logits (B, T, V) float32, state)`` for int32 ``ids`` (B, T) continuing ``state``,
@@ -84,7 +98,8 @@ class CachedStepper(Stepper):
     def __init__(self, model):
         self.model = model
         self.max_context = model.max_context
-        self.prefills_source = bool(getattr(model, "marker_id", None) is not None)
+        self.ragged_start = hasattr(model, "start_inputs")
+        self.fixed_state = tuple(model.fixed_cache)
         self.batch_axis = int(getattr(model, "cache_batch_axis", 0))
         self._host_step = traced(self.device_step)
 
@@ -113,6 +128,12 @@ class CachedStepper(Stepper):
     def prefill_for_device(self, ids):
         logits, state = self(ids, self.initial_state(len(ids)))
         return logits, state.cache
+
+    def start_inputs(self, ids, lengths):
+        return self.model.start_inputs(ids, lengths)
+
+    def device_start(self, *inputs):
+        return self.model.start_with_cache(*inputs)
 
     def device_step(self, ids, state, held):
         from keras import ops
