@@ -5,13 +5,14 @@ import keras
 from keras import ops
 
 from .fast_rnn import FastGRU
+from .encoder_decoder import EncoderDecoder
 from .layers import embedding_initializer
-from .sequence_model import PACKAGE, SequenceModel
-from .source import before, gather_rows, last_positions, pad_slots, source_length, source_mask, split_prompts
+from .sequence_model import PACKAGE
+from .source import before, gather_rows, last_positions, pad_slots, source_length, source_mask
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class AttentionRNN(SequenceModel):
+class AttentionRNN(EncoderDecoder):
     """Embedding -> bidirectional GRU encoder (units // 2 each way) over the source positions;
     GRU decoder (units) over the marker and the target, started from Dense(tanh) of the encoder's
     final states; additive attention ``v . tanh(Wq h_t + Wk e_s)`` of each decoder state over the
@@ -28,14 +29,10 @@ class AttentionRNN(SequenceModel):
     starts an example (it encodes the source it holds); a call with one id is one decoder step.
     """
 
-    cached = True
     fixed_cache = (0, 1, 2)      # the encoder states, their keys, the source length
 
     def __init__(self, cfg, vocab_size, max_len, marker_id=None, **kwargs):
-        super().__init__(cfg, vocab_size, max_len, name=kwargs.pop("name", "attention_rnn"), **kwargs)
-        if marker_id is None:
-            raise ValueError("AttentionRNN needs marker_id: the id that ends each example's source")
-        self.marker_id = int(marker_id)
+        super().__init__(cfg, vocab_size, max_len, marker_id, name=kwargs.pop("name", "attention_rnn"), **kwargs)
         units = int(cfg.units)
         self.attention_units = int(cfg.attention_units) or units
         self.embedding = keras.layers.Embedding(vocab_size, cfg.embed_dim, name="embedding",
@@ -50,10 +47,6 @@ class AttentionRNN(SequenceModel):
         self.score = keras.layers.Dense(1, use_bias=False, name="attention_score")
         self.attentional = keras.layers.Dense(units, activation="tanh", name="attentional")
         self.head = keras.layers.Dense(vocab_size, dtype="float32", name="logits")
-
-    @property
-    def max_context(self) -> int:
-        return self.max_len
 
     def embed(self, ids):
         return self.embedding(ids)
@@ -113,10 +106,6 @@ class AttentionRNN(SequenceModel):
         return ops.cond(held > 0, lambda: self._continue(x, cache, training),
                         lambda: self._start(x, ids, ops.full((ops.shape(ids)[0],), steps, "int32"), training))
 
-    def start_inputs(self, ids, lengths):
-        """Host side: prompts (B, T) of ``lengths`` laid out for :meth:`start_with_cache`."""
-        return split_prompts(ids, lengths, self.marker_id, self.max_len)
-
     def start_with_cache(self, source, source_lengths, target, target_lengths):
         """``(logits (B, V), cache)`` of prompts laid out by :func:`~.source.split_prompts`: the
         encoder over each row's source, the decoder over its target prefix only (the marker, for a
@@ -166,6 +155,3 @@ class AttentionRNN(SequenceModel):
         alignment picture: rows after the marker are the target's)."""
         src = source_mask(ids, self.marker_id)
         return self._forward(self.embed(ids), src)[4]
-
-    def get_config(self):
-        return super().get_config() | {"marker_id": self.marker_id}

@@ -4,10 +4,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from .encoder_decoder import EncoderDecoder
 from .layers import PositionEmbedding, embedding_initializer
-from .sequence_model import PACKAGE, SequenceModel
+from .sequence_model import PACKAGE
 from .source import (before, gather_positions, last_positions, pad_slots, source_length, source_mask,
-                     split_prompts, write_rows)
+                     write_rows)
 
 
 def masked_attention(q, k, v, visible):
@@ -114,7 +115,7 @@ class CrossDecoderBlock(EncoderBlock):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class EncoderDecoderTransformer(SequenceModel):
+class EncoderDecoderTransformer(EncoderDecoder):
     """Token embedding [-> Dense(units)] shared by both sides; encoder: learned positions from the
     example's start -> ``layers`` x EncoderBlock (self-attention among source positions) ->
     LayerNorm; decoder: learned positions from the marker -> ``layers`` x CrossDecoderBlock (causal
@@ -128,13 +129,10 @@ class EncoderDecoderTransformer(SequenceModel):
     starts rows whose prompts have different lengths in one call.
     """
 
-    cached = True
 
     def __init__(self, cfg, vocab_size, max_len, marker_id=None, **kwargs):
-        super().__init__(cfg, vocab_size, max_len, name=kwargs.pop("name", "encoder_decoder_transformer"), **kwargs)
-        if marker_id is None:
-            raise ValueError("EncoderDecoderTransformer needs marker_id: the id that ends each example's source")
-        self.marker_id = int(marker_id)
+        super().__init__(cfg, vocab_size, max_len, marker_id, name=kwargs.pop("name", "encoder_decoder_transformer"),
+                         **kwargs)
         units, embed_dim = int(cfg.units), int(cfg.embed_dim)
         self.heads, self.head_dim = int(cfg.heads), units // int(cfg.heads)
         init = embedding_initializer(cfg.embed_init)
@@ -151,10 +149,6 @@ class EncoderDecoderTransformer(SequenceModel):
                         for i in range(int(cfg.layers))]
         self.final_ln = keras.layers.LayerNormalization(epsilon=1e-5, name="final_ln")
         self.logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")
-
-    @property
-    def max_context(self) -> int:
-        return self.max_len
 
     @property
     def fixed_cache(self) -> tuple:
@@ -215,10 +209,6 @@ class EncoderDecoderTransformer(SequenceModel):
         steps = ops.shape(ids)[1]
         return ops.cond(held > 0, lambda: self._decode(x, cache),
                         lambda: self._start(x, ids, ops.full((ops.shape(ids)[0],), steps, "int32")))
-
-    def start_inputs(self, ids, lengths):
-        """Host side: prompts (B, T) of ``lengths`` laid out for :meth:`start_with_cache`."""
-        return split_prompts(ids, lengths, self.marker_id, self.max_len)
 
     def start_with_cache(self, source, source_lengths, target, target_lengths):
         """``(logits (B, V), cache)`` of prompts laid out by :func:`~.source.split_prompts`: the
@@ -286,6 +276,3 @@ class EncoderDecoderTransformer(SequenceModel):
         """(B, T, T) cross-attention weights of every position over the source positions, averaged
         over the last decoder block's heads (rows after the marker are the target's)."""
         return ops.mean(self._full(self._inputs(self.embed(ids), None), source_mask(ids, self.marker_id))[2], axis=1)
-
-    def get_config(self):
-        return super().get_config() | {"marker_id": self.marker_id}

@@ -6,7 +6,10 @@ everything after it are target.
 """
 from __future__ import annotations
 
+import numpy as np
 from keras import ops
+
+from .stepper import bucket
 
 
 def source_mask(ids, marker_id: int):
@@ -39,14 +42,12 @@ def split_prompts(ids, lengths, marker_id: int, cap: int):
     P and K powers of two (at least 16 and 1) at most ``cap``. A row's source is everything
     before its first marker, its target prefix the marker and what follows; a row without a
     marker has target length 0 and its last id as target[0] (the decoder's first input there)."""
-    import numpy as np
     ids, lengths = np.asarray(ids), np.asarray(lengths)
     marks = [np.flatnonzero(ids[b, :n] == marker_id) for b, n in enumerate(lengths)]
     sl = np.array([m[0] if m.size else n for m, n in zip(marks, lengths)], np.int32)
     tl = (lengths - sl).astype(np.int32)
-    width = lambda n, floor: min(cap, max(floor, 1 << max(0, int(n) - 1).bit_length()))   # noqa: E731
-    source = np.zeros((len(ids), width(sl.max(), 16)), np.int32)
-    target = np.zeros((len(ids), width(tl.max(), 1)), np.int32)
+    source = np.zeros((len(ids), bucket(int(sl.max()), cap)), np.int32)
+    target = np.zeros((len(ids), bucket(int(tl.max()), cap, floor=1)), np.int32)
     for b, (s, t) in enumerate(zip(sl, tl)):
         source[b, :s] = ids[b, :s]
         target[b, :t] = ids[b, s:s + t]

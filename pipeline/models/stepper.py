@@ -154,12 +154,12 @@ def traced(fn):
     return fn
 
 
-def bucket(n: int, cap: int) -> int:
-    """A power of two >= n, at least 16, at most ``cap``: the lengths passed to a compiled call.
+def bucket(n: int, cap: int, floor: int = 16) -> int:
+    """A power of two >= n, at least ``floor``, at most ``cap``: the lengths passed to a compiled call.
 
     Keeps the number of distinct shapes (retraces) logarithmic in ``cap``.
     """
-    return min(cap, max(16, 1 << max(0, n - 1).bit_length()))
+    return min(cap, max(floor, 1 << max(0, n - 1).bit_length()))
 
 
 class RecomputeStepper(Stepper):
