@@ -12,13 +12,22 @@ from typing import ClassVar
 
 from pipeline.config.schema import spec
 
-from .family import STREAM, EmbeddingParams, Family
+from .family import STREAM, EmbeddingParams, Family, ParamError
 
 
 @dataclass(frozen=True)
 class RecurrentParams(EmbeddingParams):
+    """``dropout`` applies between the layers and to the last layer's output; with
+    ``embed_dropout`` on the token vectors too, every non-recurrent connection is dropped out
+    (Zaremba et al. 2014). ``recurrent_dropout`` is variational dropout on the state (one mask per
+    sequence, Gal & Ghahramani 2016); it leaves the hoisted loop and cuDNN for Keras's stock one.
+    ``tie_embeddings`` makes the output layer the embedding table transposed (Press & Wolf 2017;
+    Inan et al. 2017)."""
     layers: int = field(default=2, metadata=spec(ge=1))
     recurrent_init: str = field(default="default", metadata=spec(choices=("default", "uniform")))
+    embed_dropout: float = field(default=0.0, metadata=spec(ge=0, lt=1))
+    recurrent_dropout: float = field(default=0.0, metadata=spec(ge=0, lt=1))
+    tie_embeddings: bool = False
 
 
 class Recurrent(Family):
@@ -28,6 +37,11 @@ class Recurrent(Family):
     layer: ClassVar[str]          # the class in pipeline.models.fast_rnn
     states_per_layer: ClassVar[int] = 1
     forget_bias: ClassVar[bool] = False   # the LSTM's unit forget-gate bias under Keras's initialisers
+
+    def check(self, cfg) -> None:
+        if cfg.tie_embeddings and cfg.embed_dim != cfg.units:
+            raise ParamError("tie_embeddings", f"the output layer reads the last layer's {cfg.units} units through "
+                             f"the embedding table of width {cfg.embed_dim}: expected embed_dim == units")
 
     def build(self, cfg, vocab_size: int, max_len: int):
         from .recurrent_net import RecurrentLM

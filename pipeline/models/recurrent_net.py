@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .layers import embedding_initializer
+from .layers import TokenEmbedding, embedding_initializer
 from .sequence_model import PACKAGE, SequenceModel
 
 
@@ -29,15 +29,24 @@ class RecurrentLM(SequenceModel):
         super().__init__(cfg, vocab_size, max_len, name=kwargs.pop("name", f"{family.name}_lm"), **kwargs)
         cls = family.layer_class()
         self.per_layer = family.states_per_layer
-        self.embedding = keras.layers.Embedding(vocab_size, cfg.embed_dim, name="embedding",
-                                                embeddings_initializer=embedding_initializer(cfg.embed_init))
+        self.tied = bool(getattr(cfg, "tie_embeddings", False))
+        if self.tied:   # one table read both ways, U(-0.1, 0.1) as PyTorch's word_language_model ties it
+            self.embedding = TokenEmbedding(vocab_size, cfg.embed_dim, _uniform(0.1), name="embedding")
+        else:
+            self.embedding = keras.layers.Embedding(vocab_size, cfg.embed_dim, name="embedding",
+                                                    embeddings_initializer=embedding_initializer(cfg.embed_init))
+        embed_dropout = getattr(cfg, "embed_dropout", 0.0)
+        self.embed_drop = keras.layers.Dropout(embed_dropout, name="embed_dropout") if embed_dropout > 0 else None
+        recurrent_dropout = getattr(cfg, "recurrent_dropout", 0.0)
+        extra = {"recurrent_dropout": recurrent_dropout} if recurrent_dropout > 0 else {}
         self.rnns, self.drops = [], []
         for i in range(cfg.layers):
             self.rnns.append(cls(cfg.units, return_sequences=True, return_state=True, name=f"rnn_{i}",
-                                 **recurrent_layer_initializers(cfg, family.forget_bias)))
+                                 **recurrent_layer_initializers(cfg, family.forget_bias), **extra))
             if cfg.dropout > 0:
                 self.drops.append(keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}"))
-        self.head = keras.layers.Dense(vocab_size, dtype="float32", name="logits", **output_initializers(cfg))
+        self.head = None if self.tied else keras.layers.Dense(vocab_size, dtype="float32", name="logits",
+                                                              **output_initializers(cfg))
 
     def embed(self, ids):
         return self.embedding(ids)
@@ -46,6 +55,8 @@ class RecurrentLM(SequenceModel):
         """A single step with a cache runs each layer's cell directly (``step_once``, the
         compiled decoder's hot path); otherwise each layer runs its sequence path."""
         x = self.embed(ids) if embedded is None else embedded
+        if self.embed_drop is not None:
+            x = self.embed_drop(x, training=training)
         per, new = self.per_layer, []
         for i, rnn in enumerate(self.rnns):
             if cache is None:
@@ -62,7 +73,12 @@ class RecurrentLM(SequenceModel):
                 new.extend(states)
             if self.drops:
                 x = self.drops[i](x, training=training)
-        return self.head(x), (None if cache is None else tuple(new))
+        logits = self.embedding(x, reverse=True) if self.tied else self.head(x)
+        return logits, (None if cache is None else tuple(new))
+
+    def lookup_tables(self) -> list:
+        """A tied table is also the output layer's matrix, applied once per token (FLOPs)."""
+        return [] if self.tied else super().lookup_tables()
 
     def empty_cache(self, batch_size):
         from keras import ops
