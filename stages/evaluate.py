@@ -51,7 +51,8 @@ def evaluate(arch: str, p) -> None:
     transduced, section = paired_results(saved, data, p.eval)   # what it outputs, paired data
     scores = flat_metrics(per_split) | transduced
     metrics = scores | {k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")}
-    provenance = {"family": summary["family"], **protocol, "data_hash": data.data_hash,
+    provenance = {"family": summary["family"], **protocol, "train_state": summary.get("state"),
+                  "kept_epoch": summary.get("kept_epoch"), "data_hash": data.data_hash,
                   "registered_model": registered["name"], "version": registered["version"],
                   "run_id": registered["run_id"]}
     samples_text = format_samples(arch, samples, g) + section

@@ -70,13 +70,16 @@ def train(arch, p, m, t, data) -> None:
         summary = {"arch": arch, "family": m.family, "parameters": params_count, "train_seconds": result.train_seconds,
                    "train_tokens_per_second": result.tokens_per_second, "steps": result.steps,
                    "resumed_from_epoch": result.resumed_from_epoch, **result.settings}
-        run.log_metrics({k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")})
+        run.log_metrics({k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second",
+                                                 "kept_epoch")})
+        run.log_params({f"resolved.{k}": v for k, v in result.settings.items() if k != "kept_epoch"})
         folder = MODELS / arch
         save_network(folder, result.model, m, t.seq_len, vocab_size)
         write_history_csv(PLOTS / arch / "history.csv", result.history)
         run.log_artifact(PLOTS / arch / "history.csv")
         write_json(folder / "run.json", summary | {"run_id": run.id, "data_hash": data.data_hash})
-    (CHECKPOINTS / arch / "last.npz").unlink(missing_ok=True)
+    for name in ("last.npz", "best.npz"):
+        (CHECKPOINTS / arch / name).unlink(missing_ok=True)
     print(f"{arch}: {params_count} parameters, {result.tokens_per_second:.0f} tokens/s, training run {run.id}")
 
 

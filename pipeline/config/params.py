@@ -66,6 +66,10 @@ class TrainParams:
     precision: str = field(default="auto", metadata=_spec(choices=("auto", "float32", "mixed_bfloat16", "mixed_float16")))
     jit_compile: str = field(default="auto", metadata=_spec(choices=("auto", "true", "false")))
     distribute: str = field(default="auto", metadata=_spec(choices=("auto", "none", "mirrored", "multi_worker")))
+    # windows: every window from a zero state at a random offset; carried: truncated BPTT, contiguous
+    # tracks with the state carried from window to window (stream families); auto: carried where it applies
+    state: str = field(default="auto", metadata=_spec(choices=("auto", "windows", "carried")))
+    keep: str = field(default="last", metadata=_spec(choices=("last", "best")))   # best: the epoch of least validation loss
 
 
 @dataclass(frozen=True)

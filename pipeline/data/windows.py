@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.data.examples import ExampleSampler, eval_rows, example_rows, row_weights
+from pipeline.data.tracks import track_offsets
 from pipeline.errors import SeqlabError
 from pipeline.data.vocab_layout import BOS_ID
 
@@ -118,6 +119,40 @@ def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, se
     return windows_dataset(ids, offsets.reshape((-1,) + offsets.shape[2:]), seq_len, per_batch, mask)
 
 
+def carried_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, epoch: int,
+                    input_context=None, mask: np.ndarray | None = None):
+    """``steps`` global batches for epoch ``epoch`` with the state carried (:mod:`pipeline.data.tracks`):
+    (inputs, targets, weights, keep), row b of every batch the next window of track b, ``keep`` a
+    float32 scalar, 0 where the batch starts a pass over the tracks. ``weights`` are the loss mask's
+    values (ones without a ``mask``). Sharded as :func:`train_dataset` shards: a pipeline's rows are
+    the same tracks at every step, so each replica carries its own rows' state."""
+    import tensorflow as tf
+    offsets, keep = track_offsets(len(ids), seq_len, batch_size, epoch * steps, steps)
+    per_batch, repeat = batch_size, 1
+    if input_context is not None:
+        lo, hi, per_batch = shard_rows(batch_size, input_context.num_input_pipelines,
+                                       input_context.input_pipeline_id, input_context.num_replicas_in_sync)
+        offsets, repeat = offsets[:, lo:hi], (hi - lo) // per_batch
+    windows = windows_dataset(ids, offsets.reshape(-1), seq_len, per_batch, mask)
+    keeps = tf.data.Dataset.from_tensor_slices(np.repeat(keep, repeat))
+
+    def carried(batch, k):
+        x, y = batch[0], batch[1]
+        return x, y, (batch[2] if mask is not None else tf.ones(tf.shape(y), tf.float32)), k
+
+    return tf.data.Dataset.zip((windows, keeps)).map(carried).prefetch(tf.data.AUTOTUNE).with_options(_sharded_by_hand())
+
+
+def _sharded_by_hand():
+    """Dataset options: deterministic, and no tf.data auto-sharding (the batches are sharded by
+    hand, :func:`shard_rows`: every worker must not drop further elements)."""
+    import tensorflow as tf
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    options.deterministic = True
+    return options
+
+
 def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_size: int,
                     mask: np.ndarray | None = None):
     """Batches of ``batch_size`` (inputs, targets) windows ``with_bos(ids)[o:o + seq_len + 1]``, one
@@ -154,11 +189,7 @@ def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_si
 
     offsets = np.asarray(offsets, dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices(offsets).batch(batch_size, drop_remainder=True)
-    options = tf.data.Options()
-    # sharded by hand in train_dataset: every worker must not drop further elements
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    options.deterministic = True
-    ds = ds.with_options(options)
+    ds = ds.with_options(_sharded_by_hand())
     return ds.map(windows, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 

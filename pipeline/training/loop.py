@@ -46,15 +46,16 @@ from typing import Callable
 import numpy as np
 
 from pipeline.data.examples import ExampleSampler
-from pipeline.data.windows import check_length, eval_windows, train_dataset
+from pipeline.data.windows import carried_dataset, check_length, eval_windows, train_dataset
 from pipeline.disk import require_free  # check only
 from pipeline.errors import DivergenceError, SeqlabError
 from pipeline.config.params import TrainParams
-from pipeline.models.family import ModelParams
+from pipeline.models.family import STREAM, ModelParams
 from pipeline.models.catalog import family_of
+from pipeline.training.carried import CarriedState
 from pipeline.training.checkpoint import Checkpoint, fingerprint
 from pipeline.training.optimizer import apply_aggregated, make_optimizer
-from pipeline.training.runtime import is_chief, resolve_jit, resolve_precision, resolve_strategy
+from pipeline.training.runtime import is_chief, resolve_jit, resolve_precision, resolve_state, resolve_strategy
 
 
 @dataclass
@@ -107,7 +108,7 @@ def _sync_workers(strategy, fp: str, start_epoch: int, model_vars: list, opt_var
     if restored is None:  # a non-chief: its own values only give the shapes
         weights, opt_values = [v.numpy() for v in model_vars], [v.numpy() for v in opt_vars]
     else:
-        _, weights, opt_values = restored
+        _, weights, opt_values, _ = restored
     synced = _replica_sum(strategy, weights + opt_values, chief_only=True)
     return int(epoch), synced[:len(model_vars)], synced[len(model_vars):]
 
@@ -271,8 +272,11 @@ class TrainingRun:
     ckpt: Checkpoint
     model_vars: list    # model.variables: the weights plus the dropout RNG states, so a resumed run draws the same masks
     opt_vars: list
+    state: str = "windows"          # train.state, resolved: windows | carried
+    carried: CarriedState | None = None
     history: list[dict] = field(default_factory=list)
     start_epoch: int = 0
+    best: dict | None = None        # train.keep: best: the epoch and validation loss of the weights kept
 
     @property
     def cfg(self) -> TrainParams:
@@ -296,7 +300,9 @@ class TrainingRun:
                      "training (checkpoints, the saved network)")
         ckpt = Checkpoint(job.checkpoint_dir, fingerprint(job.model_cfg, cfg, job.vocab_size, job.data_hash, job.seed,
                                                           setup.precision))
-        return cls(job, setup, density, model, optimizer, ckpt, model_vars, opt_vars)
+        state = resolve_state(cfg.state, family_of(job.model_cfg), model, examples=job.train_starts is not None)
+        carried = CarriedState(model, setup.strategy, cfg.batch_size // setup.replicas) if state == "carried" else None
+        return cls(job, setup, density, model, optimizer, ckpt, model_vars, opt_vars, state, carried)
 
     def restore(self) -> None:
         """Phase 3: resume after the checkpoint's epoch when it matches this configuration and model.
@@ -305,55 +311,74 @@ class TrainingRun:
         the collectives deadlock; only the chief reads the file."""
         variables = self.model_vars + self.opt_vars
         restored = self.ckpt.load() if self.setup.chief else None
+        states = []
         if restored is not None:
-            meta, weights, opt_values = restored
+            meta, weights, opt_values, states = restored
             shapes_ok = (len(weights) == len(self.model_vars) and len(opt_values) == len(self.opt_vars)
                          and all(tuple(a.shape) == tuple(v.shape) for a, v in zip(weights + opt_values, variables)))
             if shapes_ok:
-                self.history, self.start_epoch = meta["history"], meta["epoch"]
+                self.history, self.start_epoch, self.best = meta["history"], meta["epoch"], meta.get("best")
             else:
                 print(f"ignoring the checkpoint {self.ckpt.path}: its variables do not match this model", flush=True)
                 restored = None
         if self.setup.multi_worker:
             self.start_epoch, weights, opt_values = _sync_workers(self.setup.strategy, self.ckpt.fp, self.start_epoch,
                                                                   self.model_vars, self.opt_vars, restored)
+            if self.carried is not None and self.start_epoch:   # the chief's carried state, to every worker
+                shapes = self.carried.numpy()
+                states = _replica_sum(self.setup.strategy, states or shapes, chief_only=True)
         if self.start_epoch:
             for var, value in zip(variables, weights + opt_values):
                 var.assign(value)
+            if self.carried is not None and states:
+                self.carried.assign(states)
             where = self.ckpt.path if self.setup.chief else "the chief's checkpoint"
             print(f"resuming from the checkpoint after epoch {self.start_epoch} ({where}) at step "
                   f"{int(self.optimizer.iterations.numpy())}", flush=True)
 
-    def token_losses(self, x, y, training):
-        """Per-token cross-entropy, in float32 whatever the dtype policy."""
+    def token_losses(self, x, y, training, cache=None):
+        """Per-token cross-entropy, in float32 whatever the dtype policy. With a ``cache`` (the
+        carried state) the network continues from it: ``(losses, its final cache)``."""
         import tensorflow as tf
-        logits = self.model(x, training=training)
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
+        if cache is None:
+            logits, new = self.model(x, training=training), None
+        else:
+            logits, new = self.model.call_with_cache(x, cache=cache, training=training)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
+        return losses if cache is None else (losses, new)
 
     def replica_step(self) -> Callable:
         """One replica's step on its ``batch_size / replicas`` rows: the loss (its share of the
         global-batch mean), the gradient, and the update through :func:`apply_aggregated`. A masked
-        batch's loss is its masked losses' sum over ``seq_len x density``."""
+        batch's loss is its masked losses' sum over ``seq_len x density``. With the state carried
+        the batch ends with ``keep`` and the step starts from the carried state (reset where
+        ``keep`` is 0) and leaves its final state for the next step."""
         import tensorflow as tf
-        cfg, optimizer, variables = self.cfg, self.optimizer, self.model.trainable_variables
+        cfg, optimizer, variables, carried = self.cfg, self.optimizer, self.model.trainable_variables, self.carried
 
-        def grads_of(x, y, w=None):
+        def grads_of(x, y, w=None, keep=None):
+            new = None
             with tf.GradientTape() as tape:
-                per_token = self.token_losses(x, y, True)
+                if carried is None:
+                    per_token = self.token_losses(x, y, True)
+                else:
+                    per_token, new = self.token_losses(x, y, True, cache=carried.read(keep))
                 if w is None:
                     per_example = tf.reduce_mean(per_token, axis=-1)
                 else:
                     per_example = tf.reduce_sum(per_token * w, axis=-1) / (cfg.seq_len * self.density)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=cfg.batch_size)
                 scaled = optimizer.scale_loss(loss)  # x the dynamic loss scale under mixed_float16, else as is
-            return loss, tape.gradient(scaled, variables)
+            return loss, tape.gradient(scaled, variables), new
 
         # XLA compiles the whole step on one replica; with several, the all-reduce and the optimizer's
         # merge_call stay outside it
         grads_fn = grads_of if self.setup.replicas == 1 else tf.function(grads_of, jit_compile=self.setup.jit)
 
         def step(*batch):
-            loss, grads = grads_fn(*batch)
+            loss, grads, new = grads_fn(*batch)
+            if carried is not None:
+                carried.write(new)
             apply_aggregated(optimizer, grads, variables)
             return loss
         return tf.function(step, jit_compile=self.setup.jit) if self.setup.replicas == 1 else step
@@ -368,7 +393,7 @@ class TrainingRun:
         def run_steps(iterator, n):
             losses = tf.TensorArray(tf.float32, size=n)
             for i in tf.range(n):
-                batch = next(iterator)   # (x, y), or (x, y, weights) with a loss mask
+                batch = next(iterator)   # (x, y), (x, y, weights) with a loss mask, (x, y, weights, keep) carried
                 per_replica = strategy.run(replica_step, args=tuple(batch))
                 # the sum of the replicas' shares of the global-batch mean is the global-batch mean
                 losses = losses.write(i, strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
@@ -377,9 +402,14 @@ class TrainingRun:
 
     def validation(self) -> Callable[[], float]:
         """Phase 5: ``valid_loss()``, the exact mean loss over the first ``eval_tokens`` validation
-        targets (over the masked ones with a loss mask), in batches of ``batch_size``."""
+        targets (over the masked ones with a loss mask), scored as evaluate scores the family: a
+        stream family's by :meth:`stream_validation`, the others' in non-overlapping windows of
+        ``seq_len``, ``batch_size`` per call."""
         import tensorflow as tf
         cfg = self.cfg
+        family = family_of(self.job.model_cfg)
+        if family.protocol == STREAM and self.job.valid_starts is None:
+            return self.stream_validation(family)
         vx, vy, vw = eval_windows(self.job.valid_ids, cfg.seq_len, cfg.eval_tokens, self.job.valid_mask,
                                   self.job.valid_starts)
         if vw is None:
@@ -399,6 +429,22 @@ class TrainingRun:
                 total, n = total + float(s), n + float(c)
             return total / n
         return valid_loss
+
+    def stream_validation(self, family) -> Callable[[], float]:
+        """``valid_loss()`` of a stream family: the first ``eval_tokens`` validation tokens as one
+        stream, the state carried from the first token to the last, by the evaluate stage's own
+        code (:func:`pipeline.scoring.stream.stream_pieces` through the family's stepper), so the
+        learning curves and the final scores measure the same thing."""
+        from pipeline.scoring.protocol import split_scores
+        from pipeline.scoring.stream import stream_pieces
+        cfg, job = self.cfg, self.job
+        ids = job.valid_ids[:cfg.eval_tokens]
+        mask = None if job.valid_mask is None else np.asarray(job.valid_mask[:cfg.eval_tokens])
+        if mask is not None and not mask.any():
+            raise SeqlabError(f"the loss mask scores none of the first {cfg.eval_tokens} validation tokens that "
+                              "train.eval_tokens covers; raise train.eval_tokens")
+        stepper = family.stepper(self.model, job.model_cfg, cfg.seq_len)
+        return lambda: split_scores(stream_pieces(stepper, ids), chars=1, mask=mask)["nll"]
 
     def train(self, run_steps: Callable, valid_loss: Callable[[], float]) -> Clock:
         """Phase 6, the epoch loop, from the first epoch the checkpoint lacks: each epoch's steps,
@@ -434,9 +480,13 @@ class TrainingRun:
         import keras
         import tensorflow as tf
         cfg, job = self.cfg, self.job
-        dataset = self.setup.strategy.distribute_datasets_from_function(
-            functools.partial(train_dataset, job.train_ids, cfg.seq_len, cfg.batch_size, cfg.steps_per_epoch,
-                              job.seed, epoch, mask=job.train_mask, starts=job.train_starts))
+        if self.carried is None:
+            batches = functools.partial(train_dataset, job.train_ids, cfg.seq_len, cfg.batch_size, cfg.steps_per_epoch,
+                                        job.seed, epoch, mask=job.train_mask, starts=job.train_starts)
+        else:
+            batches = functools.partial(carried_dataset, job.train_ids, cfg.seq_len, cfg.batch_size,
+                                        cfg.steps_per_epoch, epoch, mask=job.train_mask)
+        dataset = self.setup.strategy.distribute_datasets_from_function(batches)
         iterator = iter(dataset)
         bar = keras.utils.Progbar(cfg.steps_per_epoch, stateful_metrics=["loss", "lr"],
                                   verbose=1 if self.setup.chief else 0)
@@ -454,22 +504,54 @@ class TrainingRun:
         return epoch_losses, lr, time.perf_counter() - t_epoch
 
     def end_epoch(self, row: dict) -> None:
-        """The checks that the losses did not show, then ``on_epoch`` and the checkpoint: on the chief
-        only, as the other workers hold the same values."""
+        """The checks that the losses did not show, then ``on_epoch`` and the checkpoint (with the
+        carried state, and with ``train.keep: best`` the best weights so far): on the chief only,
+        as the other workers hold the same values."""
         weights = [v.numpy() for v in self.model_vars]
         _check_finite(row, weights, self.model_vars, self.cfg)   # before anything is logged or saved
+        better = self.cfg.keep == "best" and (self.best is None or row["valid_loss"] < self.best["valid_loss"])
+        if better:
+            self.best = {"epoch": row["epoch"], "valid_loss": row["valid_loss"]}
+        states = [] if self.carried is None else self.carried.numpy()   # a collective: on every worker
         if self.setup.chief:
             if self.job.on_epoch is not None:
                 self.job.on_epoch(row)
-            self.ckpt.save({"epoch": row["epoch"], "history": self.history}, weights,
-                           [v.numpy() for v in self.opt_vars])
+            if better:
+                self.best_ckpt.save(dict(self.best), weights, [])
+            self.ckpt.save({"epoch": row["epoch"], "history": self.history, "best": self.best}, weights,
+                           [v.numpy() for v in self.opt_vars], states)
+
+    @property
+    def best_ckpt(self) -> Checkpoint:
+        return Checkpoint(self.ckpt.path.parent, self.ckpt.fp, name="best")
+
+    def keep_best(self) -> int:
+        """The epoch whose weights the model ends with: with ``train.keep: best`` the best one's
+        (loaded from its checkpoint, on every worker: one collective), else the last."""
+        last = len(self.history)
+        if self.cfg.keep != "best" or self.best is None or self.best["epoch"] == last:
+            return last
+        saved = self.best_ckpt.load() if self.setup.chief else None
+        weights = None if saved is None or saved[0].get("epoch") != self.best["epoch"] else saved[1]
+        if self.setup.multi_worker:
+            weights = _replica_sum(self.setup.strategy, weights or [v.numpy() for v in self.model_vars],
+                                   chief_only=True)
+        if weights is None:
+            raise SeqlabError(f"train.keep: best: the checkpoint of epoch {self.best['epoch']} "
+                              f"({self.best_ckpt.path}) is missing or unreadable")
+        for var, value in zip(self.model_vars, weights):
+            var.assign(value)
+        self.setup.say(f"keeping the weights of epoch {self.best['epoch']} (validation loss "
+                       f"{self.best['valid_loss']:.4f}; train.keep: best)", flush=True)
+        return self.best["epoch"]
 
     def result(self, clock: Clock) -> TrainResult:
         cfg = self.cfg
+        settings = self.setup.settings | {"state": self.state, "keep": cfg.keep, "kept_epoch": self.keep_best()}
         return TrainResult(model=self.model, history=self.history, train_seconds=clock.step_time,
                            tokens_per_second=clock.tokens_per_second(len(self.history), cfg.steps_per_epoch),
                            steps=cfg.epochs * cfg.steps_per_epoch, resumed_from_epoch=self.start_epoch,
-                           settings=self.setup.settings, steps_run=clock.steps_run, is_chief=self.setup.chief)
+                           settings=settings, steps_run=clock.steps_run, is_chief=self.setup.chief)
 
 
 def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.ndarray, valid_ids: np.ndarray,

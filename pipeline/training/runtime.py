@@ -1,4 +1,4 @@
-"""Resolve the `auto` settings of `train`: precision, XLA and the tf.distribute strategy.
+"""Resolve the `auto` settings of `train`: precision, XLA, the tf.distribute strategy and the state.
 
 The defaults stay correct on a CPU-only machine (float32, one device); GPUs get mixed precision,
 several local GPUs MirroredStrategy, and a TF_CONFIG naming several workers
@@ -34,6 +34,23 @@ def resolve_jit(setting: str, family) -> bool:
     if setting != "auto":
         return setting == "true"
     return family.jit_compile(on_gpu=bool(_gpus()))
+
+
+def resolve_state(setting: str, family, model, examples: bool) -> str:
+    """``train.state``; ``auto``: ``carried`` for a family scored as one stream whose network keeps a
+    cache (the recurrent ones), trained on one stream (not ``data.examples``), else ``windows``.
+    ``docs/training.md`` has the benchmark behind the rule."""
+    from pipeline.models.family import STREAM
+    can = family.protocol == STREAM and bool(getattr(model, "cached", False))
+    if setting == "auto":
+        return "carried" if can and not examples else "windows"
+    if setting == "carried" and not can:
+        raise SeqlabError(f"train.state: carried: family {family.name!r} does not carry a state through a stream "
+                          f"(its protocol is {family.protocol!r}); expected train.state: windows or auto")
+    if setting == "carried" and examples:
+        raise SeqlabError("train.state: carried trains on one stream, and with data.examples each example starts "
+                          "from a fresh state; expected train.state: windows or auto")
+    return setting
 
 
 def _tf_config() -> dict:
