@@ -6,6 +6,7 @@ per-epoch validation of stream families, and the recurrent regularisers.
 - a run stopped after an epoch resumes with the same tracks and states (equal final weights);
 - the validation of a stream family is the stream score of the first ``eval_tokens``;
 - ``train.keep: best`` ends with the best epoch's weights;
+- in examples mode, tracks of whole examples, the state reset where each example starts;
 - tied embeddings and the parameter checks.
 The two-replica and two-worker runs are in ``test_distribute.py``.
 """
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 from pipeline.config.params import TrainParams
-from pipeline.data.tracks import track_length, track_offsets, windows_per_track
+from pipeline.data.examples import example_ends, example_rows
+from pipeline.data.tracks import ExampleTracks, track_length, track_offsets, windows_per_track
 from pipeline.data.windows import carried_dataset, with_bos
 from pipeline.errors import SeqlabError
 from pipeline.models import build_model
@@ -38,7 +40,8 @@ def test_tracks_are_consecutive_windows_and_a_pass_resets():
     assert offsets.max() + T <= n                                   # every window inside [BOS] + ids
     np.testing.assert_array_equal(offsets[1:per] - offsets[:per - 1], T)   # contiguous within a pass
     np.testing.assert_array_equal(offsets[:, 1] - offsets[:, 0], length)  # one track per row
-    np.testing.assert_array_equal(np.flatnonzero(keep == 0), [0, per, 2 * per])
+    assert keep.shape == offsets.shape and (keep == keep[:, :1]).all()          # every track's pass ends together
+    np.testing.assert_array_equal(np.flatnonzero(keep[:, 0] == 0), [0, per, 2 * per])
     later, later_keep = track_offsets(n, T, B, per + 1, 5)           # a step's windows follow from its number
     np.testing.assert_array_equal(later, offsets[per + 1:per + 6])
     np.testing.assert_array_equal(later_keep, keep[per + 1:per + 6])
@@ -57,7 +60,7 @@ def test_carried_batches_read_the_tracks(tmp_path):
             at = b * length + k * T
             np.testing.assert_array_equal(x.numpy()[b], stream[at:at + T])
             np.testing.assert_array_equal(y.numpy()[b], stream[at + 1:at + T + 1])
-        assert float(keep) == float(k != 0) and np.all(w.numpy() == 1)
+        assert np.all(keep.numpy() == float(k != 0)) and np.all(w.numpy() == 1)
 
 
 @pytest.mark.parametrize("family", ["lstm", "gru", "rnn"])
@@ -81,9 +84,86 @@ def test_carried_forward_equals_one_long_forward(family):
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole, atol=2e-5)
     # the next pass starts afresh: its first window gives the fresh forward's logits
     x, _, _, keep = next(iter(carried_dataset(ids, T, B, per, epoch=1)))   # steps per .. 2 per - 1
-    assert float(keep) == 0
+    assert not np.any(keep.numpy())
     logits, _ = model.call_with_cache(x, cache=carried.read(keep), training=False)
     np.testing.assert_allclose(np.asarray(logits), whole[:, :T], atol=2e-5)
+
+
+def _examples(n_examples, seed=4):
+    """Ids of ``n_examples`` lines of 1-40 tokens (3 ends a line) and their starts."""
+    rng = np.random.default_rng(seed)
+    lines = [np.append(rng.integers(4, V, rng.integers(0, 40)), 3) for _ in range(n_examples)]
+    starts = np.cumsum([0] + [len(x) for x in lines[:-1]]).astype(np.int64)
+    return np.concatenate(lines).astype(np.int32), starts
+
+
+def test_example_tracks_read_each_example_once_in_order():
+    ids, starts = _examples(50)
+    T, B = 8, 4
+    tracks = ExampleTracks(starts, len(ids), T, B)
+    ends = example_ends(starts, len(ids))
+    assert tracks.count.sum() == len(tracks.rows) == int(np.sum(-(-(ends - starts) // T)))
+    assert tracks.density == pytest.approx(len(ids) / (len(tracks.rows) * T))
+    seen = []
+    for b in range(B):   # each track: its examples' windows in order, each window inside one example
+        rows, keep = tracks.batches(0, int(tracks.count[b]))
+        for (first, a, e), k in zip(rows[:, b], keep[:, b]):
+            assert a <= first < e and (k == 0) == (first == a)
+            if first == a:
+                seen.append(a)
+            else:
+                assert seen[-1] == a    # the next window of the example the state was carried from
+    assert seen == starts.tolist()
+    rows, _ = tracks.batches(int(tracks.count[0]), 1)     # a track starts again after its last window
+    np.testing.assert_array_equal(rows[0, 0], tracks.rows[0])
+    with pytest.raises(SeqlabError, match="train.batch_size"):
+        ExampleTracks(starts[:3], int(starts[3]), 64, 4)
+
+
+def test_carried_examples_equal_each_examples_own_forward():
+    """Row by row the carried windows of an example give the logits of one forward over that example
+    from its own <bos>: nothing leaks from the example before it in the track."""
+    import tensorflow as tf
+    from pipeline.training.carried import CarriedState
+    ids, starts = _examples(24, seed=5)
+    T, B = 8, 3
+    model = build_model(tiny_cfg("lstm", dropout=0.0), V, T)
+    carried = CarriedState(model, tf.distribute.get_strategy(), B)
+    tracks = ExampleTracks(starts, len(ids), T, B)
+    steps = int(tracks.count.max())
+    rows, _ = tracks.batches(0, steps)
+    got = {}
+    for s, (x, y, w, keep) in enumerate(carried_dataset(ids, T, B, steps, epoch=0, starts=starts)):
+        logits, new = model.call_with_cache(x, cache=carried.read(keep), training=False)
+        carried.write(new)
+        for b in range(B):
+            first, a, e = rows[s, b]
+            if s < tracks.count[b]:
+                n = int(w.numpy()[b].sum())
+                got.setdefault(int(a), []).append(np.asarray(logits)[b, :n])
+    for a, e in zip(starts, example_ends(starts, len(ids))):
+        stream, _ = example_rows(ids, [(a, a, e)], int(e - a) + 1)
+        whole = np.asarray(model(stream[:, :-1]))[0]
+        np.testing.assert_allclose(np.concatenate(got[int(a)]), whole, atol=2e-5)
+
+
+def test_examples_mode_trains_carried_and_validates_per_example(tmp_path):
+    import tensorflow as tf
+    ids, starts = _examples(300, seed=6)
+    valid, vstarts = _examples(40, seed=7)
+    t = TrainParams(seq_len=16, batch_size=4, epochs=1, steps_per_epoch=6, steps_per_execution=3, eval_tokens=300,
+                    state="carried", precision="float32")
+    r = train_model(tiny_cfg("gru", dropout=0.0), t, ids, valid, V, "h", 0, tmp_path / "ex", build_model,
+                    train_starts=starts, valid_starts=vstarts)
+    assert r.settings["state"] == "carried"
+    total, n = 0.0, 0   # the whole examples within eval_tokens, each from its own <bos>
+    for a, e in zip(vstarts, example_ends(vstarts, len(valid))):
+        if e > 300:
+            break
+        stream, _ = example_rows(valid, [(a, a, e)], int(e - a) + 1)
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=stream[:, 1:], logits=r.model(stream[:, :-1]))
+        total, n = total + float(tf.reduce_sum(nll)), n + int(e - a)
+    assert r.history[-1]["valid_loss"] == pytest.approx(total / n, abs=1e-5)
 
 
 def _train(tmp_path, name, cfg=None, on_epoch=None, **train):

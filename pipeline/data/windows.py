@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.data.examples import ExampleSampler, eval_rows, example_rows, row_weights
-from pipeline.data.tracks import track_offsets
+from pipeline.data.tracks import ExampleTracks, track_offsets
 from pipeline.errors import SeqlabError
 from pipeline.data.vocab_layout import BOS_ID
 
@@ -120,25 +120,32 @@ def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, se
 
 
 def carried_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, epoch: int,
-                    input_context=None, mask: np.ndarray | None = None):
+                    input_context=None, mask: np.ndarray | None = None, starts: np.ndarray | None = None):
     """``steps`` global batches for epoch ``epoch`` with the state carried (:mod:`pipeline.data.tracks`):
-    (inputs, targets, weights, keep), row b of every batch the next window of track b, ``keep`` a
-    float32 scalar, 0 where the batch starts a pass over the tracks. ``weights`` are the loss mask's
-    values (ones without a ``mask``). Sharded as :func:`train_dataset` shards: a pipeline's rows are
-    the same tracks at every step, so each replica carries its own rows' state."""
+    (inputs, targets, weights, keep), row b of every batch the next window of track b, ``keep``
+    (rows,) float32, 0 for a row whose state is reset (a pass over the stream's tracks begins; in
+    examples mode, with example ``starts``, its window starts an example). ``weights`` are the loss
+    mask's values (ones without a ``mask``; 0 on an example's padding). Sharded as
+    :func:`train_dataset` shards: a pipeline's rows are the same tracks at every step, so each
+    replica carries its own rows' state."""
     import tensorflow as tf
-    offsets, keep = track_offsets(len(ids), seq_len, batch_size, epoch * steps, steps)
-    per_batch, repeat = batch_size, 1
+    first = epoch * steps
+    if starts is None:
+        offsets, keep = track_offsets(len(ids), seq_len, batch_size, first, steps)
+    else:
+        offsets, keep = ExampleTracks(starts, len(ids), seq_len, batch_size).batches(first, steps)
+    per_batch = batch_size
     if input_context is not None:
         lo, hi, per_batch = shard_rows(batch_size, input_context.num_input_pipelines,
                                        input_context.input_pipeline_id, input_context.num_replicas_in_sync)
-        offsets, repeat = offsets[:, lo:hi], (hi - lo) // per_batch
-    windows = windows_dataset(ids, offsets.reshape(-1), seq_len, per_batch, mask)
-    keeps = tf.data.Dataset.from_tensor_slices(np.repeat(keep, repeat))
+        offsets, keep = offsets[:, lo:hi], keep[:, lo:hi]
+    weighted = mask is not None or starts is not None
+    windows = windows_dataset(ids, offsets.reshape((-1,) + offsets.shape[2:]), seq_len, per_batch, mask)
+    keeps = tf.data.Dataset.from_tensor_slices(keep.reshape(-1, per_batch))
 
     def carried(batch, k):
         x, y = batch[0], batch[1]
-        return x, y, (batch[2] if mask is not None else tf.ones(tf.shape(y), tf.float32)), k
+        return x, y, (batch[2] if weighted else tf.ones(tf.shape(y), tf.float32)), k
 
     return tf.data.Dataset.zip((windows, keeps)).map(carried).prefetch(tf.data.AUTOTUNE).with_options(_sharded_by_hand())
 

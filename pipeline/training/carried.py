@@ -25,10 +25,11 @@ class CarriedState:
                               for i, z in enumerate(_numpy(model.empty_cache(self.rows)))]
 
     def read(self, keep) -> tuple:
-        """The cache to start this replica's step from: zeros where ``keep`` (a scalar) is 0."""
+        """The cache to start this replica's step from: zeros in the rows whose ``keep`` (rows,) is 0."""
         import tensorflow as tf
         keep = tf.cast(keep, tf.float32)
-        return tuple(tf.cast(v.read_value() * keep, self.model.compute_dtype) for v in self.variables)
+        return tuple(tf.cast(v.read_value() * tf.reshape(keep, [-1] + [1] * (len(v.shape) - 1)),
+                             self.model.compute_dtype) for v in self.variables)
 
     def write(self, cache) -> None:
         """Keep the step's final cache for the next step; no gradient flows back through it."""

@@ -45,7 +45,8 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.data.examples import ExampleSampler
+from pipeline.data.examples import ExampleSampler, example_ends
+from pipeline.data.tracks import ExampleTracks
 from pipeline.data.windows import carried_dataset, check_length, eval_windows, train_dataset
 from pipeline.disk import require_free  # check only
 from pipeline.errors import DivergenceError, SeqlabError
@@ -165,20 +166,17 @@ class TrainJob:
     valid_starts: np.ndarray | None = None
 
     def check_inputs(self) -> float:
-        """Refuse bad inputs before anything is built. Returns the expected fraction of a window's
-        targets that count (the loss mask's density; in examples mode times the fraction inside
-        the example), which scales each batch's weighted loss."""
+        """Refuse bad inputs before anything is built. Returns the loss mask's density (the
+        fraction of the train targets it scores; 1 without a mask)."""
         pairs = ((self.train_mask, self.train_ids), (self.valid_mask, self.valid_ids))
         if (self.train_mask is None) != (self.valid_mask is None) or any(
                 m is not None and len(m) != len(i) for m, i in pairs):
             raise SeqlabError("loss masks: expected one mask value per token of both the train and the valid split")
         if (self.train_starts is None) != (self.valid_starts is None):
             raise SeqlabError("examples: expected the example starts of both the train and the valid split")
-        density = mask_density(self.train_mask) if self.train_mask is not None else 1.0
-        if self.train_starts is not None:     # any example length works: short ones are padded
-            return density * ExampleSampler(self.train_starts, len(self.train_ids), self.cfg.seq_len).density
-        check_length(self.train_ids, self.cfg.seq_len, "data/prepared/train.npy")
-        return density
+        if self.train_starts is None:     # in examples mode any example length works: short ones are padded
+            check_length(self.train_ids, self.cfg.seq_len, "data/prepared/train.npy")
+        return mask_density(self.train_mask) if self.train_mask is not None else 1.0
 
 
 @dataclass(frozen=True)
@@ -266,7 +264,7 @@ class TrainingRun:
     history so far (the checkpoint's, once restored)."""
     job: TrainJob
     setup: Setup
-    density: float      # see TrainJob.check_inputs
+    mask_density: float     # see TrainJob.check_inputs
     model: object
     optimizer: object
     ckpt: Checkpoint
@@ -274,6 +272,7 @@ class TrainingRun:
     opt_vars: list
     state: str = "windows"          # train.state, resolved: windows | carried
     carried: CarriedState | None = None
+    example_density: float = 1.0    # examples mode: the expected fraction of a window's targets inside its example
     history: list[dict] = field(default_factory=list)
     start_epoch: int = 0
     best: dict | None = None        # train.keep: best: the epoch and validation loss of the weights kept
@@ -283,7 +282,7 @@ class TrainingRun:
         return self.job.cfg
 
     @classmethod
-    def build(cls, job: TrainJob, setup: Setup, density: float) -> TrainingRun:
+    def build(cls, job: TrainJob, setup: Setup, mask_density: float) -> TrainingRun:
         """Phase 2: the model and its optimizer under the strategy's scope, and their checkpoint.
 
         Stops before the first step when the disk cannot hold a checkpoint (the weights and the
@@ -302,7 +301,19 @@ class TrainingRun:
                                                           setup.precision))
         state = resolve_state(cfg.state, family_of(job.model_cfg), model, examples=job.train_starts is not None)
         carried = CarriedState(model, setup.strategy, cfg.batch_size // setup.replicas) if state == "carried" else None
-        return cls(job, setup, density, model, optimizer, ckpt, model_vars, opt_vars, state, carried)
+        example_density = 1.0
+        if job.train_starts is not None:
+            rows = ExampleTracks(job.train_starts, len(job.train_ids), cfg.seq_len, cfg.batch_size) if carried else (
+                ExampleSampler(job.train_starts, len(job.train_ids), cfg.seq_len))
+            example_density = rows.density
+        return cls(job, setup, mask_density, model, optimizer, ckpt, model_vars, opt_vars, state, carried,
+                   example_density)
+
+    @property
+    def density(self) -> float:
+        """The expected fraction of a window's targets that count (the loss mask's density times,
+        in examples mode, the fraction inside the example): it scales each batch's weighted loss."""
+        return self.mask_density * self.example_density
 
     def restore(self) -> None:
         """Phase 3: resume after the checkpoint's epoch when it matches this configuration and model.
@@ -408,7 +419,7 @@ class TrainingRun:
         import tensorflow as tf
         cfg = self.cfg
         family = family_of(self.job.model_cfg)
-        if family.protocol == STREAM and self.job.valid_starts is None:
+        if family.protocol == STREAM:
             return self.stream_validation(family)
         vx, vy, vw = eval_windows(self.job.valid_ids, cfg.seq_len, cfg.eval_tokens, self.job.valid_mask,
                                   self.job.valid_starts)
@@ -432,19 +443,28 @@ class TrainingRun:
 
     def stream_validation(self, family) -> Callable[[], float]:
         """``valid_loss()`` of a stream family: the first ``eval_tokens`` validation tokens as one
-        stream, the state carried from the first token to the last, by the evaluate stage's own
-        code (:func:`pipeline.scoring.stream.stream_pieces` through the family's stepper), so the
-        learning curves and the final scores measure the same thing."""
+        stream, the state carried from the first token to the last (in examples mode: the whole
+        examples among them, each from a fresh state), by the evaluate stage's own code
+        (:mod:`pipeline.scoring.stream` through the family's stepper), so the learning curves and
+        the final scores measure the same thing."""
         from pipeline.scoring.protocol import split_scores
-        from pipeline.scoring.stream import stream_pieces
+        from pipeline.scoring.stream import example_stream_pieces, stream_pieces
         cfg, job = self.cfg, self.job
-        ids = job.valid_ids[:cfg.eval_tokens]
-        mask = None if job.valid_mask is None else np.asarray(job.valid_mask[:cfg.eval_tokens])
-        if mask is not None and not mask.any():
-            raise SeqlabError(f"the loss mask scores none of the first {cfg.eval_tokens} validation tokens that "
-                              "train.eval_tokens covers; raise train.eval_tokens")
         stepper = family.stepper(self.model, job.model_cfg, cfg.seq_len)
-        return lambda: split_scores(stream_pieces(stepper, ids), chars=1, mask=mask)["nll"]
+        if job.valid_starts is None:
+            ids = job.valid_ids[:cfg.eval_tokens]
+            pieces = functools.partial(stream_pieces, stepper, ids)
+        else:
+            starts = np.asarray(job.valid_starts[:cfg.eval_tokens + 1], np.int64)
+            ends = example_ends(starts, len(job.valid_ids))
+            count = max(1, int(np.searchsorted(ends, cfg.eval_tokens, side="right")))   # whole examples only
+            ids = job.valid_ids[:int(ends[count - 1])]
+            pieces = functools.partial(example_stream_pieces, stepper, ids, starts[:count], batch_size=cfg.batch_size)
+        mask = None if job.valid_mask is None else np.asarray(job.valid_mask[:len(ids)])
+        if mask is not None and not mask.any():
+            raise SeqlabError(f"the loss mask scores none of the first {len(ids)} validation tokens that "
+                              "train.eval_tokens covers; raise train.eval_tokens")
+        return lambda: split_scores(pieces(), chars=1, mask=mask)["nll"]
 
     def train(self, run_steps: Callable, valid_loss: Callable[[], float]) -> Clock:
         """Phase 6, the epoch loop, from the first epoch the checkpoint lacks: each epoch's steps,
@@ -469,10 +489,7 @@ class TrainingRun:
     def tokens_per_step(self) -> float:
         """The tokens a step trains on: every position of its windows; in examples mode the
         expected targets inside their examples, as the batches' widths vary (padding is not counted)."""
-        cfg, job = self.cfg, self.job
-        density = 1.0 if job.train_starts is None else ExampleSampler(job.train_starts, len(job.train_ids),
-                                                                        cfg.seq_len).density
-        return cfg.batch_size * cfg.seq_len * density
+        return self.cfg.batch_size * self.cfg.seq_len * self.example_density
 
     def run_epoch(self, epoch: int, run_steps: Callable, clock: Clock) -> tuple[list[float], float, float]:
         """One epoch's steps, ``steps_per_execution`` per call, under the progress bar. Returns their
@@ -485,7 +502,7 @@ class TrainingRun:
                                         job.seed, epoch, mask=job.train_mask, starts=job.train_starts)
         else:
             batches = functools.partial(carried_dataset, job.train_ids, cfg.seq_len, cfg.batch_size,
-                                        cfg.steps_per_epoch, epoch, mask=job.train_mask)
+                                        cfg.steps_per_epoch, epoch, mask=job.train_mask, starts=job.train_starts)
         dataset = self.setup.strategy.distribute_datasets_from_function(batches)
         iterator = iter(dataset)
         bar = keras.utils.Progbar(cfg.steps_per_epoch, stateful_metrics=["loss", "lr"],
@@ -567,8 +584,7 @@ def train_model(model_cfg: ModelParams, train_cfg: TrainParams, train_ids: np.nd
     (``data.examples: lines``) no window crosses an example (:mod:`pipeline.data.examples`)."""
     job = TrainJob(model_cfg, train_cfg, train_ids, valid_ids, vocab_size, data_hash, seed, checkpoint_dir,
                    build_model, on_epoch, train_mask, valid_mask, train_starts, valid_starts)
-    density = job.check_inputs()
-    run = TrainingRun.build(job, set_up(job), density)
+    run = TrainingRun.build(job, set_up(job), job.check_inputs())
     run.restore()
     run_steps = run.compiled_steps()
     clock = run.train(run_steps, run.validation())
