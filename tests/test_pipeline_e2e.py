@@ -55,6 +55,11 @@ def test_outputs(repro):
     window = {k: protocols["transformer"][k] for k in ("protocol", "window", "stride", "min_context")}
     assert {k: protocols["mlp"][k] for k in window} == window and window["protocol"] == "sliding-window"
     assert protocols["rnn"]["protocol"] == "stream"
+    # the recurrent families train with the state carried (auto), the windowed ones on random windows
+    assert {m: protocols[m]["train_state"] for m in ARCHS} == {
+        "rnn": "carried", "lstm": "carried", "gru": "carried", "conv": "windows", "transformer": "windows",
+        "mlp": "windows"}
+    assert protocols["rnn"]["kept_epoch"] == 2
     table = (repo / "reports" / "comparison.md").read_text()
     for model in ("ngram",) + ARCHS:
         assert f"| {model} |" in table
@@ -133,6 +138,8 @@ def test_mlflow_runs_versions_and_champion(repro):
         assert len(client.get_metric_history(r.info.run_id, "valid_loss")) == 2  # per-epoch metrics
         versions = client.search_model_versions(f"name='seqlab-{arch}'")
         assert len(versions) == 1
+        assert versions[0].tags["train.kept_epoch"] == "2" and r.data.params["resolved.state"] == (
+            versions[0].tags["train.state"])   # which epoch, trained how
         assert client.get_model_version_by_alias(f"seqlab-{arch}", "champion").version == versions[0].version
     ngram = client.search_model_versions("name='seqlab-ngram'")         # the n-gram is registered too
     assert len(ngram) == 1 and ngram[0].run_id == by_name["ngram"].info.run_id

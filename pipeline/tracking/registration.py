@@ -100,8 +100,9 @@ def register_trained(experiment: str, arch: str, summary: dict, folder: Path, ne
             run.set_tag(RESTORED_TAG, trained_in)
             run.log_metrics({k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")})
         log_keras_model(network.model, vocab_path, None, data_hash)
+        trained = {f"train.{k}": str(summary[k]) for k in ("state", "kept_epoch") if k in summary}   # which epoch it is
         version = register_generator(folder, vocab_path, network.cfg, name, data_hash, defaults,
-                                     {TRAINED_IN_TAG: trained_in, SERVED_TAG: fingerprint})
+                                     {TRAINED_IN_TAG: trained_in, SERVED_TAG: fingerprint} | trained)
     if run.id != trained_in:
         print(f"{arch}: the tracking store has no training run {trained_in} (the network came from DVC's cache); "
               f"registered it as version {version} of {name}, run {run.id}")
