@@ -65,7 +65,7 @@ def network_row(spec: str, data, work: Path, a) -> dict:
     dropout = float(rest[0]) if rest else 0.0
     family = get_family(family_name)
     cfg = family.params(family=family_name, embed_dim=a.units, units=a.units, layers=2, dropout=dropout,
-                        embed_dropout=dropout, recurrent_init="uniform", tie_embeddings=a.tie)
+                        embed_dropout=dropout, recurrent_init=a.recurrent_init, tie_embeddings=a.tie)
     n_train = len(data.ids["train"])
     steps = math.ceil(a.passes * n_train / (a.batch_size * a.seq_len))
     epochs = a.epochs
@@ -80,7 +80,7 @@ def network_row(spec: str, data, work: Path, a) -> dict:
     stepper = family.stepper(result.model, cfg, a.seq_len)
     scores = {s: split_scores(stream_pieces(stepper, data.ids[s]), data.chars(s)) for s in ("valid", "test")}
     return {"run": spec, "family": family_name, "state": result.settings["state"], "dropout": dropout,
-            "tied": a.tie, "parameters": count_parameters(result.model), "steps": train.epochs * train.steps_per_epoch,
+            "tied": a.tie, "recurrent_init": a.recurrent_init, "parameters": count_parameters(result.model), "steps": train.epochs * train.steps_per_epoch,
             "tokens": train.epochs * train.steps_per_epoch * a.batch_size * a.seq_len, "train_wall_seconds": wall,
             "tokens_per_second": result.tokens_per_second, "kept_epoch": result.settings["kept_epoch"],
             "valid_ppl": scores["valid"]["ppl"], "test_ppl": scores["test"]["ppl"],
@@ -97,6 +97,8 @@ def main() -> None:
     ap.add_argument("--ngram-order", type=int, default=5, help="0: no n-gram")
     ap.add_argument("--units", type=int, default=200)
     ap.add_argument("--tie", action="store_true", help="tie the embedding and the output layer")
+    ap.add_argument("--recurrent-init", default="uniform", choices=("uniform", "default"),
+                    help="uniform: PyTorch's; default: Keras's (the LSTM's forget-gate bias at 1)")
     ap.add_argument("--seq-len", type=int, default=35)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--passes", type=float, default=2.0, help="training tokens, in passes over the train split")
