@@ -23,6 +23,7 @@ from pipeline.models.family import ParamError
 from pipeline.models.catalog import get_family
 from pipeline.training import loop
 from pipeline.training.loop import train_model
+from pipeline.training.runtime import resolve_state
 from tests.tiny_models import tiny_cfg
 
 V = 23
@@ -242,7 +243,10 @@ def test_keep_best_ends_with_the_best_epochs_weights(tmp_path, monkeypatch):
 def test_state_settings_that_cannot_apply_are_refused(tmp_path):
     with pytest.raises(SeqlabError, match="train.state: carried: family 'conv'"):
         _train(tmp_path, "c", cfg=tiny_cfg("conv"), state="carried", epochs=1)
-    assert _train(tmp_path, "t", cfg=tiny_cfg("transformer"), epochs=1).settings["state"] == "windows"
+    resolved = {(f, examples): resolve_state("auto", get_family(f), build_model(tiny_cfg(f), V, 8), examples)
+                for f in ("lstm", "transformer") for examples in (False, True)}
+    assert resolved == {("lstm", False): "carried", ("lstm", True): "windows",
+                        ("transformer", False): "windows", ("transformer", True): "windows"}
 
 
 def test_tied_embeddings():
