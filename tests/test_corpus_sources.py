@@ -63,8 +63,20 @@ def test_builtin_fingerprint_and_reading():
     assert BUILTINS == ("builtin:python-docs", "builtin:cmudict", "builtin:dates")
     assert fingerprint("builtin:python-docs") == {
         "source": "builtin:python-docs",
-        "files": {"builtin:python-docs": sha(text.encode()), "python": sys.version.split()[0]}}
+        "files": {"builtin:python-docs": sha(text.encode()), "python": "3.11.7"}}
     assert joined("builtin:python-docs") == text
+
+
+def test_the_default_corpus_does_not_follow_the_interpreter():
+    """The default corpus is a snapshot of one release's documentation, not the running Python's
+    ``pydoc_data``: CI's patch release (setup-python picks the newest) and a developer's give the
+    same text and the same data hash. Its text is what that release's ``pydoc_data`` joins to."""
+    text = BUILTIN_TEXTS["builtin:python-docs"].text()
+    assert len(text) > 400_000 and text.count("\n\n") > 78
+    assert sha(text.encode()) == "2a95af4ac93f5b719944030ce3769070ddf827d847cba42192afa8da989e5dc4"
+    if sys.version.split()[0] == "3.11.7":
+        from pydoc_data import topics
+        assert text == "\n\n".join(topics.topics[k].strip("\n") for k in sorted(topics.topics)) + "\n"
 
 
 def test_a_new_builtin_is_one_entry(monkeypatch):

@@ -74,6 +74,17 @@ def test_tracking_uri_env_wins(monkeypatch):
     assert store.tracking_uri() == "http://127.0.0.1:5999"
 
 
+def test_public_uri_drops_credentials_and_machine_paths(tmp_path):
+    root = store.original_root()
+    assert store.public_uri("https://u:tok@mlflow.example.org:8443/base?token=abc#x") == "https://mlflow.example.org:8443/base"
+    assert store.public_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert store.public_uri(f"sqlite:///{root}/mlflow.db") == "sqlite:///mlflow.db"      # the same in every clone
+    outside = store.public_uri(f"sqlite:///{tmp_path}/runs.db")
+    assert outside.startswith("sqlite:///<outside the repository>/runs.db#") and str(tmp_path) not in outside
+    assert outside != store.public_uri(f"sqlite:///{tmp_path}/other/runs.db")         # another store, another id
+    assert store.public_uri(str(root / "mlruns")) == "mlruns"
+
+
 def test_dvc_temp_rule_dvc_root(monkeypatch, tmp_path):
     """Inside `dvc exp run --temp` DVC_ROOT names the original repo, not the copy."""
     repo = _fake_repo(tmp_path / "repo")
@@ -268,15 +279,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-SERVER_TEST = "test_against_mlflow_server"
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _server_process(request, tmp_path_factory):
     """Start `mlflow server` (sqlite + proxied artifacts in a temporary folder) as the module
     begins, so that its 10-20 s start overlaps the other tests; only when its test is selected.
     Ends the server's whole process group (it runs uvicorn workers as children) at the end."""
-    if not any(item.name == SERVER_TEST for item in request.session.items):
+    if not any("mlflow_server" in getattr(item, "fixturenames", ()) for item in request.session.items):
         yield None
         return
     folder = tmp_path_factory.mktemp("server")
@@ -338,6 +346,31 @@ def test_against_mlflow_server(mlflow_server, monkeypatch, vocab_file):
     assert client.get_run(run.id).data.tags["arch"] == "gru"
     assert client.get_model_version_by_alias(name, "champion").tags["data_hash"] == "hashS"
     assert list(artifacts.rglob("vocab.json")), "artifacts must go through the server's store"
+
+
+def test_credentials_in_the_tracking_uri_are_written_nowhere(mlflow_server, tmp_path, monkeypatch):
+    """A tracking URI with a user and password (``http://user:secret@host``) talks to the server, and
+    neither the password nor a path of this machine reaches a file of the repository (what a pull
+    request commits) or the stage's output; a version the store lacks is named without it too."""
+    from tests.repo_copy import make_tiny_repo, run
+
+    url, _ = mlflow_server
+    repo = make_tiny_repo(tmp_path / "repo", commit=False)
+    import secrets
+    password = "pw-" + secrets.token_hex(8)       # made here: no file of the repository holds it beforehand
+    secret_uri = url.replace("http://", f"http://seqlab-user:{password}@")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", secret_uri)
+    env_run = subprocess.run([sys.executable, "-m", "stages.store"], cwd=repo, capture_output=True, text=True,
+                             timeout=300, env=dict(os.environ, MLFLOW_TRACKING_URI=secret_uri))
+    assert env_run.returncode == 0, env_run.stderr[-3000:]
+    identity = json.loads((repo / "provenance" / "store.json").read_text())
+    assert identity["uri"] == url, identity
+    leaked = [str(f.relative_to(repo)) for f in repo.rglob("*") if f.is_file()
+              and any(word in f.read_bytes() for word in (password.encode(), str(tmp_path).encode()))]
+    assert not leaked, leaked
+    assert password not in env_run.stdout + env_run.stderr, env_run.stdout
+    reason = registry.promote("seqlab-nothing", "7")["reason"]
+    assert f"is not in the tracking store {url}" in reason and password not in reason, reason
 
 
 # --------------------------------------------------------------------------- serving

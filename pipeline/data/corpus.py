@@ -11,7 +11,8 @@ Each kind of source is one :class:`CorpusSource` in :data:`SOURCES`, tried in or
 no source takes, ``describe``\\ s itself:
 
 - ``builtin:NAME`` (:class:`BuiltinSource`): a text made offline, one entry of :data:`BUILTIN_TEXTS`
-  (``builtin:python-docs`` ships with CPython; the paired corpora ``builtin:cmudict`` and
+  (``builtin:python-docs``: CPython 3.11.7's reference documentation, a snapshot in
+  ``pipeline/data/snapshots``; the paired corpora ``builtin:cmudict`` and
   ``builtin:dates`` of :mod:`pipeline.data.builtin_pairs`), split by ``data.split`` at line starts,
   never between two lines of one group;
 - an ``https://`` URL (:class:`UrlSource`) whose sha256 (``data.sha256``) is required and checked,
@@ -39,7 +40,6 @@ on this module.
 from __future__ import annotations
 
 import hashlib
-import sys
 import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -272,20 +272,27 @@ class Builtin:
     group: Callable[[str], str] | None = None
 
 
+# The reference documentation of one CPython release, as its ``pydoc_data.topics`` holds it (79 topics
+# joined in name order): a snapshot in the repository, so that the default corpus is the same text
+# whichever Python patch release runs the pipeline (each release edits these pages).
+PYTHON_DOCS_RELEASE = "3.11.7"
+PYTHON_DOCS_SNAPSHOT = Path(__file__).with_name("snapshots") / f"python-docs-{PYTHON_DOCS_RELEASE}.txt.gz"
+
+
 def _builtin_python_docs() -> str:
-    """The English text of the Python reference documentation that ships with CPython."""
-    from pydoc_data import topics
-    return "\n\n".join(topics.topics[k].strip("\n") for k in sorted(topics.topics)) + "\n"
+    """The English text of the Python reference documentation of CPython :data:`PYTHON_DOCS_RELEASE`."""
+    import gzip
+    return gzip.decompress(PYTHON_DOCS_SNAPSHOT.read_bytes()).decode("utf-8")
 
 
-def _python_version() -> dict[str, str]:
-    return {"python": sys.version.split()[0]}
+def _python_docs_release() -> dict[str, str]:
+    return {"python": PYTHON_DOCS_RELEASE}
 
 
 # spec -> builtin: a new builtin corpus is one entry here
 BUILTIN_TEXTS: dict[str, Builtin] = {
     "builtin:python-docs": Builtin(_builtin_python_docs, "the Python reference documentation, from CPython",
-                                   _python_version),
+                                   _python_docs_release),
     "builtin:cmudict": Builtin(builtin_pairs.cmudict_text,
                                "English words -> their phonemes (the CMU Pronouncing Dictionary), split by headword",
                                builtin_pairs.cmudict_pins, group=builtin_pairs.headword),

@@ -195,14 +195,14 @@ def open_text_generator(model: str, vocab: Path) -> "TextGenerator":
         generator.load_context(SimpleNamespace(artifacts={"network": str(folder), "vocab": str(vocab)}))
         return generator
 
-    from pipeline.tracking.store import quiet_mlflow, tracking_uri
+    from pipeline.tracking.store import public_uri, quiet_mlflow, tracking_uri
     quiet_mlflow()
     mlflow.set_tracking_uri(tracking_uri())
     try:
         loaded = mlflow.pyfunc.load_model(model)
     except Exception as e:   # MLflow raises several types (MlflowException, OSError, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SeqlabError(f"model {model!r} could not be loaded from {mlflow.get_tracking_uri()}: {first}") from None
+        raise SeqlabError(f"model {model!r} could not be loaded from {public_uri()}: {first}") from None
     generator = loaded.unwrap_python_model()
     if not isinstance(generator, TextGenerator):
         raise SeqlabError(f"model {model!r} is not a seqlab text generator ({type(generator).__name__})")

@@ -94,7 +94,7 @@ def promote(registered_name: str, version: str, metric: str = "test_bpc",
     candidate = _find_version(client, registered_name, version, run_id)
     if candidate is None:  # e.g. metrics written against another tracking store
         return {"promoted": False, "reason": f"version {version} of {registered_name} is not in the tracking "
-                f"store {store.tracking_uri()}" + (f" from run {run_id}" if run_id else "") + ": re-run its evaluate "
+                f"store {store.public_uri()}" + (f" from run {run_id}" if run_id else "") + ": re-run its evaluate "
                 "stage to register it",
                 "holder_version": holder_version, "holder_metric": holder_metric, "version": version,
                 "version_metric": None, "is_champion": False}

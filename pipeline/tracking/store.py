@@ -12,7 +12,7 @@ import shutil
 import socket
 import sqlite3
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlunparse
 
 from pipeline.errors import SeqlabError
 from pipeline.paths import repo_root
@@ -127,9 +127,47 @@ def quiet_mlflow() -> None:
     _quieted = True
 
 
+# --------------------------------------------------------------------------- what may be written
+def public_uri(uri: str | None = None) -> str:
+    """``uri`` as it may be written anywhere (provenance, logs, reports, tags, error lines): no
+    credentials and no path of this machine's disk.
+
+    - ``scheme://user:token@host/path?query``: the user, password and query (which may carry a
+      token) are dropped: ``scheme://host/path``.
+    - A local store (``sqlite:///PATH``, ``file://PATH`` or a bare path): inside the original
+      repository, the path relative to it (``sqlite:///mlflow.db``), so that every clone of the
+      repository writes the same identity; elsewhere the file's name and a digest of its absolute
+      path (``sqlite:///<outside the repository>/runs.db#1a2b3c4d``): another store still reads
+      as another identity, and the path itself is not written.
+    """
+    uri = (uri if uri is not None else tracking_uri()).strip()
+    for prefix in ("sqlite:///", "file://"):
+        if uri.startswith(prefix):
+            return prefix + _public_path(uri[len(prefix):].split("?", 1)[0])
+    url = urlparse(uri)
+    if not url.scheme or len(url.scheme) == 1:             # a bare path (or a Windows drive letter)
+        return _public_path(uri)
+    host = url.hostname or ""
+    if url.port:
+        host = f"{host}:{url.port}"
+    return urlunparse((url.scheme, host, url.path, "", "", ""))
+
+
+def _public_path(path: str) -> str:
+    import hashlib
+
+    absolute = Path(path).expanduser().resolve()
+    root = original_root().resolve()
+    if absolute.is_relative_to(root):
+        return absolute.relative_to(root).as_posix()
+    digest = hashlib.sha256(absolute.as_posix().encode()).hexdigest()[:8]
+    return f"<outside the repository>/{absolute.name}#{digest}"
+
+
 # --------------------------------------------------------------------------- is it usable
 def _where(uri: str) -> str:
-    return f"MLFLOW_TRACKING_URI={uri}" if os.environ.get("MLFLOW_TRACKING_URI", "").strip() else uri
+    shown = public_uri(uri)
+    return f"MLFLOW_TRACKING_URI={shown}" if os.environ.get("MLFLOW_TRACKING_URI", "").strip() else shown
 
 
 def check_store(uri: str | None = None) -> None:
@@ -261,13 +299,14 @@ def configure(experiment: str) -> None:
 
 
 def store_identity(experiment: str) -> dict:
-    """Which tracking store the pipeline logs to: its URI and the id and creation time of the
-    experiment there. A deleted and recreated ``mlflow.db`` or another ``MLFLOW_TRACKING_URI`` is
-    a new identity (the stages that register depend on it, so they register again)."""
+    """Which tracking store the pipeline logs to: its URI (as :func:`public_uri` writes it: this
+    goes into git) and the id and creation time of the experiment there. A deleted and recreated
+    ``mlflow.db`` or another ``MLFLOW_TRACKING_URI`` is a new identity (the stages that register
+    depend on it, so they register again)."""
     configure(experiment)
     import mlflow
     exp = mlflow.get_experiment_by_name(experiment)
-    return {"uri": tracking_uri(), "experiment": experiment, "experiment_id": exp.experiment_id,
+    return {"uri": public_uri(), "experiment": experiment, "experiment_id": exp.experiment_id,
             "created": exp.creation_time}
 
 
