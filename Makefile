@@ -1,4 +1,5 @@
-# The two commands a user needs: `make run` (the pipeline) and `make test` (the test suite).
+# The two commands a user needs: `make run` (the pipeline, then `make promote`: the person running it
+# accepts its proposals) and `make test` (the test suite).
 # Both create .venv and install the pinned requirements when missing or changed.
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test test-slow
+.PHONY: install run promote test test-slow
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,11 @@ ifdef PRESET
 	$(BIN)/python -m stages.preset $(PRESET)
 endif
 	$(BIN)/dvc repro
+	$(BIN)/python -m pipeline.promote
+
+# accept the change in this checkout: champion moves to the versions provenance/ names, where the gate agrees
+promote: $(STAMP)
+	$(BIN)/python -m pipeline.promote
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile

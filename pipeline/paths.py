@@ -25,6 +25,7 @@ def repo_root() -> Path:
 
 ROOT = repo_root()
 PRESETS = ROOT / "presets"
+SNAPSHOTS = PACKAGE / "data" / "snapshots"      # texts the builtin corpora ship in the repository
 PREPARED = Path("data/prepared")
 CORPUS_FINGERPRINT = Path("data/corpus.json")     # what the corpus holds (stages/corpus.py)
 CORPUS_STAT_CACHE = Path("data/.corpus-stat.json")  # size and mtime of files already hashed

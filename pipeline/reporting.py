@@ -75,6 +75,14 @@ COLUMNS = (("model", "model", "{}"), ("family", "family", "{}"), ("parameters", 
            ("test_ppl", "test ppl", "{:.3f}"), ("test_bpc", "test bpc", "{:.4f}"), ("champion", "champion", "{}"))
 
 
+def gate_verdict(gate: dict) -> str:
+    """The champion column of a model: ``yes`` (it is the champion), ``proposed (why)`` (it is the
+    challenger that accepting this change promotes) or ``no (why)``."""
+    if gate["is_champion"]:
+        return "yes"
+    return f"{'proposed' if gate['accepted'] else 'no'} ({gate['reason']})"
+
+
 def comparison_markdown(rows: list[dict], stats: dict) -> str:
     def cell(row, key, fmt):
         v = row.get(key)

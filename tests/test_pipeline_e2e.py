@@ -19,6 +19,9 @@ def repro(tmp_path_factory):
     t0 = time.perf_counter()
     first = run(["dvc", "repro"], repo)
     seconds = time.perf_counter() - t0
+    proposed = (repo / "reports" / "comparison.md").read_text()
+    promoted = run([sys.executable, "-m", "pipeline.promote"], repo).stdout     # what `make run` does next
+    first.stdout += f"\n=== comparison.md after dvc repro\n{proposed}\n=== promote\n{promoted}"
     # commit the results, as a user does, so that `dvc exp run --temp` starts from them
     run(["git", "-c", "user.name=seqlab-test", "-c", "user.email=test@example.org", "add", "-A"], repo)
     run(["git", "-c", "user.name=seqlab-test", "-c", "user.email=test@example.org", "commit", "-q", "-m", "repro"],
@@ -122,7 +125,13 @@ def test_metrics_diff_is_numbers_only(repro):
 
 
 def test_mlflow_runs_versions_and_champion(repro):
-    repo, _, _ = repro
+    repo, first, _ = repro
+    # dvc repro proposed every first version (challenger) and moved no champion; `make promote` did
+    after_repro = first.stdout.split("=== comparison.md after dvc repro")[1].split("=== promote")[0]
+    for model in ("ngram",) + ARCHS:
+        assert f"| {model} |" in after_repro and "| proposed (first version) |" in after_repro
+        assert (f"{model}: seqlab-{model} version 1: promoted (champion before: none; first version)"
+                in first.stdout.split("=== promote")[1]), first.stdout[-3000:]
     import mlflow
     from mlflow import MlflowClient
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
@@ -144,6 +153,13 @@ def test_mlflow_runs_versions_and_champion(repro):
     ngram = client.search_model_versions("name='seqlab-ngram'")         # the n-gram is registered too
     assert len(ngram) == 1 and ngram[0].run_id == by_name["ngram"].info.run_id
     assert client.get_model_version_by_alias("seqlab-ngram", "champion").tags["test_bpc"]
+    # accepting against a store that lacks the versions provenance/ names moves nothing, in one line
+    empty = repo.parent / "other-store.db"
+    refused = subprocess.run([sys.executable, "-m", "pipeline.promote"], cwd=repo, capture_output=True, text=True,
+                             env=tool_env() | {"MLFLOW_TRACKING_URI": f"sqlite:///{empty}"}, timeout=300)
+    assert refused.returncode == 2 and "nothing was promoted" in refused.stderr, refused.stderr[-2000:]
+    assert len(refused.stderr.strip().splitlines()) == 1 and str(empty) not in refused.stderr
+    assert not MlflowClient(f"sqlite:///{empty}").search_registered_models()
     generator = mlflow.pyfunc.load_model(f"runs:/{by_name['gru'].info.run_id}/generator")
     out = generator.predict(["The "], params={"max_tokens": 5, "seed": 1})
     assert len(out["text"][0]) > 0  # the served text generator decodes

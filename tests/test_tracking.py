@@ -165,41 +165,67 @@ def _version(client, name, data_hash, bpc=None):
     return str(mv.version)
 
 
-def test_promotion_gate(mlflow_store):
+def test_the_promotion_rule():
+    """judge(): lower is better, by more than the relative margin; a data change is taken, and says so."""
+    judge = registry.judge
+    held = {"version": "1", "metric": 2.0, "data_hash": "A"}
+
+    def cand(metric, data="A", version="2"):
+        return {"version": version, "metric": metric, "data_hash": data}
+    assert judge(None, cand(2.0), "test_bpc", 0.005) == (True, "first version")
+    assert judge(held, cand(None), "test_bpc", 0.005) == (False, "version 2 has no test_bpc")
+    assert judge(held, cand(2.0, version="1"), "test_bpc", 0.005) == (False, "already holds champion")
+    assert judge({"version": "1", "metric": None, "data_hash": "A"}, cand(3.0), "test_bpc", 0.005)[0]
+    assert judge(held, cand(1.98), "test_bpc", 0.005)[0]                 # 1% better
+    ok, why = judge(held, cand(1.995), "test_bpc", 0.005)                # 0.25% better: noise
+    assert not ok and why.startswith("within the 0.50% margin") and "needs < 1.99" in why
+    assert judge(held, cand(1.995), "test_bpc", 0.0)[0]                  # no margin: any gain
+    assert judge(held, cand(2.5), "test_bpc", 0.005) == (False, "not better test_bpc: 2.5 >= 2")
+    ok, why = judge(held, cand(2.5, data="B"), "test_bpc", 0.005)        # new data: proposed, however it scores
+    assert ok and why.startswith("data changed: champion version 1 was evaluated on data A, version 2 on B")
+
+
+def test_an_unreviewed_run_proposes_and_an_accepted_one_promotes(mlflow_store):
     store.configure("seqlab-gate")
     client = store.client()
     name = registry.registered_name("seqlab-gate", "lstm")
     assert name == "seqlab-gate-lstm"
 
+    def alias(which):
+        try:
+            return str(client.get_model_version_by_alias(name, which).version)
+        except Exception:
+            return None
+
     v1 = _version(client, name, "A", 2.0)
+    r = registry.propose(name, v1)
+    assert r["accepted"] and not r["promoted"] and not r["is_champion"] and r["reason"] == "first version"
+    assert alias("challenger") == v1 and alias("champion") is None    # proposing never moves champion
     r = registry.promote(name, v1)
-    assert r["promoted"] and r["reason"] == "first version" and r["holder_version"] is None
-    assert str(client.get_model_version_by_alias(name, "champion").version) == v1
+    assert r["promoted"] and r["is_champion"] and r["holder_version"] is None
+    assert alias("champion") == v1 and alias("challenger") is None    # the accepted challenger is champion now
 
-    v2 = _version(client, name, "A", 2.5)                       # worse: stays out
-    r = registry.promote(name, v2)
-    assert not r["promoted"] and r["holder_version"] == v1 and r["holder_metric"] == 2.0
-    v3 = _version(client, name, "A", 2.0)                       # equal is not better
-    assert not registry.promote(name, v3)["promoted"]
+    v2 = _version(client, name, "A", 2.5)                             # worse: not proposed
+    r = registry.propose(name, v2)
+    assert not r["accepted"] and r["holder_version"] == v1 and r["holder_metric"] == 2.0
+    assert alias("challenger") is None and client.get_model_version(name, v2).tags["proposal"] == r["reason"]
+    v3 = _version(client, name, "A", 1.995)                           # inside the margin: not proposed
+    assert not registry.propose(name, v3, margin=0.005)["accepted"]
 
-    v4 = _version(client, name, "A", 1.5)                       # better: takes it
-    r = registry.promote(name, v4)
-    assert r["promoted"] and r["holder_version"] == v1
-    assert str(client.get_model_version_by_alias(name, "champion").version) == v4
+    v4 = _version(client, name, "A", 1.5)                             # better: proposed, then accepted
+    assert registry.propose(name, v4)["accepted"] and alias("challenger") == v4 and alias("champion") == v1
+    v5 = _version(client, name, "B", 2.2)                             # a later run on new data, proposed too
+    r = registry.propose(name, v5)
+    assert r["accepted"] and r["reason"].startswith("data changed") and alias("challenger") == v5
+    r = registry.promote(name, v4)                 # the review of v4 is accepted: v4 is what moves
+    assert r["promoted"] and alias("champion") == v4 and alias("challenger") == v5
+    assert client.get_model_version(name, v4).tags["promotion"] == r["reason"]
 
-    v5 = _version(client, name, "B", 0.5)                       # better, on other data: kept
-    r = registry.promote(name, v5)
-    assert not r["promoted"] and r["reason"] == "holder evaluated on different data"
-    assert not r["is_champion"]
-    assert r["holder_version"] == v4
-    assert str(client.get_model_version_by_alias(name, "champion").version) == v4
-    assert client.get_model_version(name, v5).tags["promotion"] == r["reason"]
-
-    v6 = _version(client, name, "A")                            # not evaluated: never
+    v6 = _version(client, name, "A")                                  # not evaluated: never
     assert not registry.promote(name, v6)["promoted"]
-    r = registry.promote(name, v4)                              # idempotent
+    r = registry.promote(name, v4)                                    # idempotent
     assert not r["promoted"] and r["reason"] == "already holds champion" and r["is_champion"]
-    assert str(client.get_model_version_by_alias(name, "champion").version) == v4
+    assert alias("champion") == v4
 
 
 def test_versions_the_store_lacks_are_named_not_promoted(mlflow_store):
@@ -242,6 +268,8 @@ def test_model_run_tags_resume_and_history(mlflow_store):
     assert tags["stages"] == "train,evaluate" and "git_commit" in tags
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(1, 2.0), (2, 1.5)]
     assert got.data.metrics["test_bpc"] == 1.9
+    # the UI opens the experiment on its training runs, not in the GenAI view
+    assert client.get_experiment(got.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     with runs.model_run("seqlab-runs", "gru", "train", "hash1", run_id="0" * 32) as fresh:
         assert fresh.id != run_id                      # unknown id: a new run
 

@@ -102,6 +102,9 @@ class DiagnoseParams:
 @dataclass(frozen=True)
 class MlflowParams:
     experiment: str = "seqlab"
+    # relative gain in test bits per character a version needs over the champion to be proposed
+    # (pipeline.tracking.registry.judge): smaller gains are run-to-run noise
+    promotion_margin: float = field(default=0.005, metadata=_spec(ge=0.0, lt=1.0))
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from pipeline.data.splits import SPLITS   # also imported from here by older cod
 from pipeline.data.text_blocks import BLOCK_BYTES, ScannedText, scan
 from pipeline.errors import SeqlabError
 from pipeline.io import atomic_write
+from pipeline.paths import SNAPSHOTS
 
 HASH_BLOCK = 1 << 20     # bytes read at a time when hashing: any size in bounded memory
 
@@ -276,7 +277,7 @@ class Builtin:
 # joined in name order): a snapshot in the repository, so that the default corpus is the same text
 # whichever Python patch release runs the pipeline (each release edits these pages).
 PYTHON_DOCS_RELEASE = "3.11.7"
-PYTHON_DOCS_SNAPSHOT = Path(__file__).with_name("snapshots") / f"python-docs-{PYTHON_DOCS_RELEASE}.txt.gz"
+PYTHON_DOCS_SNAPSHOT = SNAPSHOTS / f"python-docs-{PYTHON_DOCS_RELEASE}.txt.gz"
 
 
 def _builtin_python_docs() -> str:

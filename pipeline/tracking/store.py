@@ -28,6 +28,8 @@ DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 
 _quieted = False
+# what the MLflow UI opens an experiment as (its ExperimentKind enum): the runs table and charts
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 MIN_FREE_MB = 64           # a store on a fuller disk fails mid-run: refuse it up front
 CONNECT_SECONDS = 3.0      # a tracking server that does not accept a connection in this long is down
 
@@ -275,6 +277,8 @@ def follow_the_store(db: Path) -> list[str]:
 def configure(experiment: str) -> None:
     """Point MLflow at :func:`tracking_uri` and make ``experiment`` the active experiment.
 
+    The experiment is tagged a model-training one (:data:`EXPERIMENT_KIND`): MLflow 3's UI opens an
+    experiment without that tag in its GenAI view (traces, sessions) instead of its runs.
     Creates the experiment when missing (with its artifacts under ``<repo>/mlartifacts`` for the
     default local store) and restores it when it was deleted. Idempotent and safe when two
     processes create the same experiment at once.
@@ -295,6 +299,9 @@ def configure(experiment: str) -> None:
                 raise
     elif exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
+    exp = client.get_experiment_by_name(experiment)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment)
 
 
