@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run promote test test-slow
+.PHONY: install run promote retrain test test-slow
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ endif
 # accept the change in this checkout: champion moves to the versions provenance/ names, where the gate agrees
 promote: $(STAMP)
 	$(BIN)/python -m pipeline.promote
+
+# what the scheduled job runs: new data in, dvc pull, dvc repro (proposals only), dvc push, reports/review.md
+retrain: $(STAMP)
+	$(BIN)/python -m pipeline.retrain
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile

@@ -5,7 +5,8 @@ as a dependency; this stage runs at every ``dvc repro`` (``always_changed``), ha
 (files already hashed are skipped when their size and mtime are unchanged) and leaves
 ``data/corpus.json`` byte-identical when nothing changed, so ``prepare`` reruns exactly when the
 text did. Being first at every repro, it also validates each model entry against its family, so a
-mistyped model parameter stops the run before any data is prepared.
+mistyped model parameter stops the run before any data is prepared, and it starts the id that the
+MLflow runs of this repro share (:mod:`pipeline.repro`).
 """
 import json
 
@@ -15,6 +16,7 @@ from pipeline.errors import SeqlabError
 from pipeline.models.catalog import model_configs
 from pipeline.io import read_json, write_json
 from pipeline.paths import CORPUS_FINGERPRINT, CORPUS_STAT_CACHE, ROOT
+from pipeline.repro import begin
 from pipeline.stage import run_stage
 
 
@@ -29,7 +31,7 @@ def main(argv: list[str]) -> None:
     found = fingerprint(d.corpus, d.sha256, ROOT, stats)
     write_json(CORPUS_FINGERPRINT, found)
     write_json(CORPUS_STAT_CACHE, stats)
-    print(f"corpus {d.corpus}: " + json.dumps(found["files"]))
+    print(f"corpus {d.corpus}: " + json.dumps(found["files"]) + f"; repro {begin()}")
 
 
 if __name__ == "__main__":

@@ -48,12 +48,15 @@ def token_labels(tokenizer, ids: np.ndarray, marker_id: int) -> tuple[list[str],
     return [tokenizer.tokens[int(i)] for i in ids[:marker]], [tokenizer.tokens[int(i)] for i in ids[marker + 1:]]
 
 
+PER_HEAD = "attention_distance_layer"   # attention_distance_layer<i>_head<h>: one number per head
+
+
 def summarise(m: dict) -> dict:
     """The numbers of metrics/diagnostics/<model>.json (None where a measure does not apply)."""
     rate, half = fit_decay(m["grad"]) if m.get("grad") is not None else (None, None)
     rate0, half0 = fit_decay(m["grad_init"]) if m.get("grad_init") is not None else (None, None)
     dist = m.get("attention_distance")
-    per_head = {f"attention_distance_layer{i}_head{h}": d for i, heads in enumerate(dist or []) for h, d in enumerate(heads)}
+    per_head = {f"{PER_HEAD}{i}_head{h}": d for i, heads in enumerate(dist or []) for h, d in enumerate(heads)}
     return m["summary"] | {"gradient_decay_per_token": rate, "gradient_half_life_tokens": half,
                            "gradient_decay_per_token_init": rate0, "gradient_half_life_tokens_init": half0,
                            "attention_mean_distance_tokens": float(np.mean(dist)) if dist else None} | per_head
@@ -93,8 +96,11 @@ def main(argv: list[str]) -> None:
     for model, s in summaries.items():
         provenance = read_json(PROVENANCE / f"{model}.json")
         with model_run(p.mlflow.experiment, model, "diagnose", data.data_hash, run_id=provenance["run_id"]) as run:
-            run.log_metrics({f"diagnose_{k}": v for k, v in s.items()})
+            # one number per head is a table (plots/diagnostics/attention.csv), not dozens of charts
+            run.log_metrics({f"diagnose_{k}": v for k, v in s.items() if not k.startswith(PER_HEAD)})
             run.log_artifact(DIAGNOSTICS / f"{model}.json", "diagnose")
+            if measures[model].get("attention_distance"):
+                run.log_artifact(PLOTS / "diagnostics" / "attention.csv", "diagnose")
             run.log_artifact(REPORTS / CURVES_PNG, "diagnose")
             if measures[model]["alignment"]:
                 run.log_artifact(REPORTS / ALIGNMENT_PNG, "diagnose")

@@ -62,6 +62,7 @@ def evaluate(arch: str, p) -> None:
     print(f"{arch}: valid ppl {metrics['valid_ppl']:.3f} bpc {metrics['valid_bpc']:.4f}, "
           f"test ppl {metrics['test_ppl']:.3f} bpc {metrics['test_bpc']:.4f}")
     with model_run(p.mlflow.experiment, arch, "evaluate", data.data_hash, run_id=registered["run_id"]) as run:
+        run.log_corpus(("valid", "test"))
         run.log_metrics(scores)
         run.log_text(samples_text, "samples.txt")
     set_version_metrics(registered["name"], registered["version"], scores)

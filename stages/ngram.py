@@ -51,6 +51,7 @@ def main(argv: list[str]) -> None:
     print(f"ngram order {p.ngram.order}: valid ppl {metrics['valid_ppl']:.3f}, test bpc {metrics['test_bpc']:.4f}")
     name = registered_name(p.mlflow.experiment, "ngram")
     with model_run(p.mlflow.experiment, "ngram", "ngram", data.data_hash) as run:
+        run.log_corpus(("train", "valid", "test"))
         run.log_params({"order": p.ngram.order, "discounts": str(lm.discounts),
                         "fallback_orders": str(lm.fallback_orders)})
         run.log_metrics(metrics)

@@ -21,9 +21,10 @@ def main(argv: list[str]) -> None:
     print(f"prepared {s['source']} with the {d.tokenizer} tokenizer: vocabulary {s['vocab_size']}, "
           + ", ".join(f"{k} {v['tokens']} tokens" for k, v in s["splits"].items()))
     with model_run(p.mlflow.experiment, "data", "prepare", s["data_hash"]) as run:
+        run.log_corpus(("train", "valid", "test"))
         run.log_params({f"data.{k}": v for k, v in vars(d).items()})
-        run.log_metrics({f"{k}_{m}": v[m] for k, v in s["splits"].items() for m in ("tokens", "chars")}
-                        | {"vocab_size": s["vocab_size"]})
+        run.log_metrics({f"data_{k}_{m}": v[m] for k, v in s["splits"].items() for m in ("tokens", "chars")}
+                        | {"data_vocab_size": s["vocab_size"]})
         run.log_artifact(PREPARED / "stats.json")
         run.log_artifact(PREPARED / "vocab.json")
 

@@ -1,13 +1,16 @@
-"""DVC stage: comparison table and figure, the property table, then the promotion gate for every trained network."""
+"""DVC stage: comparison table and figure, the property table, and the gate's proposal for every model.
+
+The gate only proposes here (alias ``challenger``): ``dvc repro`` of a branch nobody has reviewed
+must not move ``champion``; ``make promote`` (:mod:`pipeline.promote`) does, once accepted."""
 import math
 
 from pipeline.config.params import load_params
 from pipeline.io import read_json, write_json, write_text
 from pipeline.paths import DIAGNOSTICS, METRICS, PLOTS, PREPARED, PROVENANCE, REPORTS
 from pipeline.properties import properties_markdown
-from pipeline.reporting import comparison_markdown, plot_learning_curves, read_history_csv, write_curves_csv
+from pipeline.reporting import comparison_markdown, gate_verdict, plot_learning_curves, read_history_csv, write_curves_csv
 from pipeline.stage import run_stage
-from pipeline.tracking.registry import promote
+from pipeline.tracking.registry import propose
 from pipeline.tracking.runs import model_run
 
 
@@ -17,9 +20,9 @@ def main(argv: list[str]) -> None:
     rows = []
     for model in p.compared_models:
         m = read_json(METRICS / f"{model}.json") | read_json(PROVENANCE / f"{model}.json")
-        promo = promote(m["registered_model"], str(m["version"]), metric="test_bpc", run_id=m.get("run_id"))
-        rows.append({"model": model} | m | {"champion": "yes" if promo["is_champion"] else f"no ({promo['reason']})",
-                                           "promotion": promo})
+        gate = propose(m["registered_model"], str(m["version"]), metric="test_bpc",
+                       margin=p.mlflow.promotion_margin, run_id=m.get("run_id"))
+        rows.append({"model": model} | m | {"champion": gate_verdict(gate), "promotion": gate})
     histories = {arch: read_history_csv(PLOTS / arch / "history.csv") for arch in p.models}
     rows.sort(key=lambda r: r["test_bpc"])
     # a model trained without steps (the n-gram) is drawn as a line at its validation loss

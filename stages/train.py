@@ -58,7 +58,8 @@ def main(argv: list[str]) -> None:
 def train(arch, p, m, t, data) -> None:
     vocab_size = data.tokenizer.vocab_size
     experiment = p.mlflow.experiment
-    with model_run(experiment, arch, "train", data.data_hash) as run:
+    with model_run(experiment, arch, "train", data.data_hash, system_metrics=True) as run:
+        run.log_corpus(("train", "valid"))
         run.log_params({f"model.{k}": v for k, v in m.as_dict().items() if k != "train"}
                        | {f"train.{k}": v for k, v in vars(t).items()}
                        | {"seed": p.seed, "data.tokenizer": data.tokenizer.kind, "vocab_size": vocab_size})

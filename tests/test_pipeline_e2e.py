@@ -140,11 +140,25 @@ def test_mlflow_runs_versions_and_champion(repro):
     runs = client.search_runs([exp.experiment_id])
     by_name = {r.info.run_name: r for r in runs}
     assert {"ngram", "data", "report", *ARCHS} <= set(by_name)
+    # the experiment opens on its runs in the UI; the runs of one dvc repro share one tag
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert len({r.data.tags.get("seqlab.repro") for r in runs}) == 1 and runs[0].data.tags["seqlab.repro"]
+    assert any(k.startswith("system/") for a in ARCHS for k in by_name[a].data.metrics), "system metrics of training"
+    shipped = {a.path for a in client.list_artifacts(by_name["transformer"].info.run_id, "diagnose")}
+    assert "diagnose/attention.csv" in shipped, shipped                 # the per-head numbers, as a table
     for arch in ARCHS:
         r = by_name[arch]
-        assert "test_bpc" in r.data.metrics and r.data.tags["arch"] == arch
+        assert "bpc/test" in r.data.metrics and r.data.tags["arch"] == arch
+        assert not any(k.startswith("diagnose/attention_distance_layer") for k in r.data.metrics)   # a table
         assert r.data.tags["data_hash"] and "train.learning_rate" in r.data.params
-        assert len(client.get_metric_history(r.info.run_id, "valid_loss")) == 2  # per-epoch metrics
+        history = client.get_metric_history(r.info.run_id, "valid/loss")     # per epoch, at the optimizer step
+        assert [m.step for m in history] == [6, 12], [(m.step, m.value) for m in history]
+        # the corpus as dataset inputs, one per split the run used, with the data hash as digest
+        inputs = {(d.dataset.name, d.dataset.digest, d.tags[0].value) for d in r.inputs.dataset_inputs}
+        assert inputs == {(f"corpus.txt {split}", r.data.tags["data_hash"], split)
+                          for split in ("train", "valid", "test")}, inputs
+        assert r.data.params["resolved.precision"] in ("float32", "mixed_bfloat16") and (
+            r.data.params["resolved.jit_compile"] == "False")                        # what ran, not "auto"
         versions = client.search_model_versions(f"name='seqlab-{arch}'")
         assert len(versions) == 1
         assert versions[0].tags["train.kept_epoch"] == "2" and r.data.params["resolved.state"] == (
@@ -336,7 +350,7 @@ def test_networks_restored_from_the_run_cache_are_registered_in_a_new_store(repr
     assert m["version"] == "2" and seen["versions"]["2"]["run_id"] == m["run_id"]
     first_run = json.loads((repo / "models" / "rnn" / "run.json").read_text())["run_id"]
     assert seen["runs"][m["run_id"]]["tags"]["registered_from_dvc_cache"] == first_run
-    assert "test_bpc" in seen["versions"]["2"]["tags"] and "test_bpc" in seen["runs"][m["run_id"]]["metrics"]
+    assert "test_bpc" in seen["versions"]["2"]["tags"] and "bpc/test" in seen["runs"][m["run_id"]]["metrics"]
 
 
 # Read in a new process: this one's MLflow still holds a connection to the renamed database file.

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 
 from pipeline.errors import SeqlabError
 from pipeline.paths import repo_root
+from tests import mlflow_server as mlflow_server_mod
 from tests.conftest import tracking_store
 from pipeline.tracking import keras_model, pyfunc, registry, runs, store
 
@@ -114,8 +114,8 @@ def test_dvc_temp_rule_copy_path(monkeypatch, tmp_path):
 def test_dvc_exp_run_temp_puts_db_in_original_repo(tmp_path):
     """A real `dvc exp run --temp`: the stage runs in a copy, the store stays in the repo."""
     repo = tmp_path / "repo"
-    for rel in ("__init__.py", "paths.py", "errors.py", "lock.py", "tracking/__init__.py", "tracking/store.py",
-                "tracking/runs.py"):
+    for rel in ("__init__.py", "paths.py", "errors.py", "lock.py", "io.py", "repro.py", "tracking/__init__.py",
+                "tracking/store.py", "tracking/runs.py"):
         (repo / "pipeline" / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / "pipeline" / rel, repo / "pipeline" / rel)
     probe = tmp_path / "probe.json"
@@ -252,10 +252,24 @@ def test_versions_the_store_lacks_are_named_not_promoted(mlflow_store):
     assert r["promoted"] and r["holder_version"] == holder
 
 
+def test_metrics_are_named_by_chart_section():
+    """MLflow's chart view groups by the prefix before '/' and orders the sections alphabetically
+    (seen in MLflow 3.17's UI): bits per character, the headline, must come first."""
+    name = runs.chart_name
+    names = [name(k) for k in ("test_bpc", "valid_bpc", "test_ppl", "valid_loss", "train_loss",
+                               "train_tokens_per_second", "lr", "epoch", "parameters",
+                               "diagnose_effective_context_tokens", "data_train_tokens", "test/bpc")]
+    assert names == ["bpc/test", "bpc/valid", "test/ppl", "valid/loss", "train/loss", "train/tokens_per_second",
+                     "train/lr", "train/epoch", "model/parameters", "diagnose/effective_context_tokens",
+                     "data/train_tokens", "test/bpc"]
+    sections = sorted({n.split("/")[0] for n in names} | {"system"})    # the UI's order of sections
+    assert sections[0] == "bpc", sections                               # the headline first
+
+
 def test_model_run_tags_resume_and_history(mlflow_store):
     with runs.model_run("seqlab-runs", "gru", "train", "hash1") as run:
-        runs.log_history_metrics([{"epoch": 1, "loss": 2.0, "note": "x"},
-                                      {"epoch": 2, "loss": 1.5, "lr": 1e-3}])
+        runs.log_history_metrics([{"step": 1, "loss": 2.0, "note": "x"},
+                                      {"step": 2, "loss": 1.5, "lr": 1e-3}])
         run_id = run.id
     with runs.model_run("seqlab-runs", "gru", "evaluate", "hash1", run_id=run_id) as again:
         assert again.id == run_id
@@ -266,8 +280,8 @@ def test_model_run_tags_resume_and_history(mlflow_store):
     tags = got.data.tags
     assert tags["arch"] == "gru" and tags["data_hash"] == "hash1" and tags["stage"] == "evaluate"
     assert tags["stages"] == "train,evaluate" and "git_commit" in tags
-    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(1, 2.0), (2, 1.5)]
-    assert got.data.metrics["test_bpc"] == 1.9
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")] == [(1, 2.0), (2, 1.5)]
+    assert got.data.metrics["bpc/test"] == 1.9
     # the UI opens the experiment on its training runs, not in the GenAI view
     assert client.get_experiment(got.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     with runs.model_run("seqlab-runs", "gru", "train", "hash1", run_id="0" * 32) as fresh:
@@ -301,61 +315,33 @@ def test_log_keras_model_registers_loads_back(mlflow_store, vocab_file):
 
 
 # --------------------------------------------------------------------------- mlflow server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _server_process(request, tmp_path_factory):
-    """Start `mlflow server` (sqlite + proxied artifacts in a temporary folder) as the module
-    begins, so that its 10-20 s start overlaps the other tests; only when its test is selected.
-    Ends the server's whole process group (it runs uvicorn workers as children) at the end."""
-    if not any("mlflow_server" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        yield None
-        return
-    folder = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-               MLFLOW_DISABLE_TELEMETRY="true")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(folder / "server.log", "wb")
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+def _servers(request, tmp_path_factory):
+    """Start the real servers this module's selected tests use (a plain one, one with the basic-auth
+    app) as the module begins, so that their 10-20 s starts overlap the other tests."""
+    wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    started = {}
+    if "mlflow_server" in wanted:
+        started["plain"] = mlflow_server_mod.start(tmp_path_factory.mktemp("server"))
+    if "auth_server" in wanted:
+        started["auth"] = mlflow_server_mod.start(tmp_path_factory.mktemp("auth-server"), auth=True)
     try:
-        yield {"proc": proc, "url": f"http://127.0.0.1:{port}", "folder": folder}
+        yield started
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        log.close()
+        for server in started.values():
+            server.stop()
 
 
 @pytest.fixture
-def mlflow_server(_server_process):
-    """The server's URL and artifact folder, once /health answers (bounded wait)."""
-    proc, url, folder = _server_process["proc"], _server_process["url"], _server_process["folder"]
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return url, folder / "artifacts"
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail("mlflow server did not come up:\n"
-                        + (folder / "server.log").read_text(errors="replace"))
-        time.sleep(0.3)
+def mlflow_server(_servers):
+    """The plain server's URL and artifact folder, once /health answers (bounded wait)."""
+    server = _servers["plain"].wait()
+    return server.url, server.artifacts
+
+
+@pytest.fixture
+def auth_server(_servers):
+    return _servers["auth"].wait()
 
 
 def test_against_mlflow_server(mlflow_server, monkeypatch, vocab_file):
@@ -376,10 +362,29 @@ def test_against_mlflow_server(mlflow_server, monkeypatch, vocab_file):
     assert list(artifacts.rglob("vocab.json")), "artifacts must go through the server's store"
 
 
-def test_credentials_in_the_tracking_uri_are_written_nowhere(mlflow_server, tmp_path, monkeypatch):
+def test_the_basic_auth_server_takes_the_account_from_the_environment_and_refuses_a_wrong_one(auth_server,
+                                                                                               monkeypatch):
+    user, password = mlflow_server_mod.ADMIN
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", auth_server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-" + password)
+    with pytest.raises(SeqlabError) as refused:
+        store.check_store()
+    assert str(refused.value) == (f"MLFLOW_TRACKING_URI={auth_server.url}: the tracking server refused this account "
+                                  "(HTTP 401); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                                  "MLFLOW_TRACKING_TOKEN) to an account of the server with access to the experiment")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    store.check_store()
+    with runs.model_run("seqlab-auth", "gru", "train", "hashA") as run:
+        run.log_metrics({"test_bpc": 2.0})
+    assert store.client().get_run(run.id).data.metrics["bpc/test"] == 2.0
+
+
+def test_credentials_in_the_tracking_uri_are_written_nowhere(mlflow_server, tmp_path, monkeypatch, capsys):
     """A tracking URI with a user and password (``http://user:secret@host``) talks to the server, and
     neither the password nor a path of this machine reaches a file of the repository (what a pull
-    request commits) or the stage's output; a version the store lacks is named without it too."""
+    request commits), the stage's output or a run's log and tags (the user and password move to
+    MLFLOW_TRACKING_USERNAME/PASSWORD); a version the store lacks is named without it too."""
     from tests.repo_copy import make_tiny_repo, run
 
     url, _ = mlflow_server
@@ -397,6 +402,14 @@ def test_credentials_in_the_tracking_uri_are_written_nowhere(mlflow_server, tmp_
               and any(word in f.read_bytes() for word in (password.encode(), str(tmp_path).encode()))]
     assert not leaked, leaked
     assert password not in env_run.stdout + env_run.stderr, env_run.stdout
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    assert store.tracking_uri() == url and os.environ["MLFLOW_TRACKING_PASSWORD"] == password
+    with runs.model_run("seqlab-secret", "gru", "train", "hashP") as run:     # MLflow prints "View run at <uri>"
+        run.log_metrics({"test_bpc": 1.0})
+    printed = capsys.readouterr()
+    assert f"View run gru at: {url}/#/experiments/" in printed.out and password not in printed.out + printed.err
+    assert password not in json.dumps(store.client().get_run(run.id).to_dictionary())
     reason = registry.promote("seqlab-nothing", "7")["reason"]
     assert f"is not in the tracking store {url}" in reason and password not in reason, reason
 

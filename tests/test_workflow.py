@@ -67,39 +67,68 @@ def test_python_311_with_pip_cache_on_requirements(workflow):
     assert setup[0]["with"]["cache-dependency-path"] == "requirements.txt"
 
 
-def test_uses_the_makefile_and_dvc_remote_only_when_configured(workflow):
+def test_retrains_with_the_makefile_target_a_person_uses(workflow):
+    """The job runs `make retrain` (pipeline/retrain.py: dvc update, pull and push with the run cache
+    when a remote is set, dvc repro, the review); tests/test_retrain.py runs these steps for real."""
     runs = _runs(workflow)
-    assert re.search(r"^make run\b", runs, re.M), "retrain with the Makefile target a person uses"
-    assert "dvc remote list" in runs
-    steps = _steps(workflow)
-
-    def runs_command(step, command):       # a line that runs it, not one that mentions it
-        return re.search(rf"^\s*(\S*/)?{command}\b", step.get("run", ""), re.M) is not None
-
-    pull = [i for i, s in enumerate(steps) if runs_command(s, "dvc pull")]
-    push = [i for i, s in enumerate(steps) if runs_command(s, "dvc push")]
-    make = [i for i, s in enumerate(steps) if runs_command(s, "make run")]
-    assert len(pull) == len(push) == len(make) == 1
-    assert pull[0] < make[0] < push[0]
-    for i in pull + push:
-        assert "remote" in steps[i].get("if", ""), steps[i]
+    assert re.search(r"^make retrain\b", runs, re.M) and not re.search(r"^make (run|promote)\b", runs, re.M)
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    assert re.search(r"^run:", makefile, re.M) and "dvc repro" in makefile
+    assert re.search(r"^retrain:.*\n\t.*-m pipeline\.retrain$", makefile, re.M)
+    assert "\t$(BIN)/dvc repro\n\t$(BIN)/python -m pipeline.promote\n" in makefile   # make run accepts its own run
+
+
+def test_a_merged_retraining_promotes_and_nothing_else_does():
+    promote = yaml.safe_load((WORKFLOW.parent / "promote.yml").read_text(encoding="utf-8"))
+    on = _on(promote)
+    assert on["push"] == {"branches": ["main"], "paths": ["provenance/**"]} and "workflow_dispatch" in on
+    assert re.search(r"^make promote\b", _runs(promote), re.M)
+    assert promote["concurrency"]["group"] == "retrain"
+    out = subprocess.run([str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.github-workflows",
+                          str(WORKFLOW.parent / "promote.yml")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_reports_uploaded_and_results_proposed_as_pull_request(workflow):
     steps = _steps(workflow)
     uploads = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
-    assert any(str(s["with"]["path"]).strip().rstrip("/") == "reports" for s in uploads)
+    assert any("reports/" in str(s["with"]["path"]).split() and "review.md" in str(s["with"]["path"]).split()
+               for s in uploads)
     pr = [s for s in steps if s.get("uses", "").startswith("peter-evans/create-pull-request@")]
     assert len(pr) == 1
     assert re.fullmatch(r"peter-evans/create-pull-request@v\d+", pr[0]["uses"])  # pinned major
     paths = pr[0]["with"]["add-paths"]
-    for wanted in ("dvc.lock", "metrics/", "reports/"):
+    for wanted in ("dvc.lock", "metrics/", "reports/", "*.dvc"):
         assert wanted in paths
+    assert pr[0]["with"]["body-path"] == "review.md"
 
 
 def test_tracking_uri_from_secret_or_variable(workflow):
     text = WORKFLOW.read_text(encoding="utf-8")
     assert "secrets.MLFLOW_TRACKING_URI" in text and "vars.MLFLOW_TRACKING_URI" in text
     assert "MLFLOW_TRACKING_URI=" in _runs(workflow)
+
+
+def test_the_review_says_what_changed_and_what_the_gate_decided(tmp_path):
+    from pipeline.retrain import imported_data, review_markdown
+
+    gate = {"version": "3", "holder_version": "2", "holder_metric": 2.0, "accepted": True, "is_champion": False,
+            "reason": "better test_bpc: 1.9 < 2 by more than the 0.50% margin"}
+    comparison = {"data": {"source": "corpus.txt", "tokenizer": "char", "data_hash": "new"},
+                  "models": [{"model": "gru", "test_bpc": 1.9, "gate": gate},
+                             {"model": "ngram", "test_bpc": 3.0, "gate": gate | {"accepted": False, "is_champion": True,
+                                                                                 "reason": "already holds champion"}}]}
+    text = review_markdown(comparison, "| Path | Metric |", "HEAD", "old", ["dvc.lock", "metrics"], ["corpus.txt"])
+    assert "**changed** since `HEAD` (data hash `old` there) (imported data updated: `corpus.txt`)." in text
+    assert "| gru | 3 | 1.9000 | 2 | 2.0000 | **proposed** | better test_bpc: 1.9 < 2 by more than" in text
+    assert "| ngram | 3 | 3.0000 | 2 | 2.0000 | champion | already holds champion |" in text
+    assert "| Path | Metric |" in text and "Changed: `dvc.lock`, `metrics`" in text
+    same = review_markdown(comparison, "", "HEAD", "new", [], [])
+    assert "unchanged since `HEAD`." in same and "nothing was retrained" in same and "No metric changed." in same
+    assert "holds no results to compare with" in review_markdown(comparison, "", "main", None, ["dvc.lock"], [])
+
+    (tmp_path / "corpus.txt.dvc").write_text("deps:\n- path: https://example.org/c.txt\nouts:\n- path: corpus.txt\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "added.dvc").write_text("outs:\n- path: added\n")            # dvc add: not an import
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "x.dvc").write_text("deps:\n- path: y\n")                     # DVC's own folder
+    assert imported_data(tmp_path) == [Path("corpus.txt.dvc")]

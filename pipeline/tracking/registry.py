@@ -102,10 +102,11 @@ def judge(holder: dict | None, candidate: dict, metric: str, margin: float, alia
 
 
 def _gate(registered_name: str, version: str, metric: str, margin: float, run_id: str | None,
-          alias: str, tag: str) -> dict:
+          alias: str | None, tag: str | None) -> dict:
     """Judge ``version`` against the ``champion`` holder; when it wins, set ``alias`` on it (the
     champion itself, or the challenger that a review accepts). Tags the version ``tag`` with the
-    reason. See :func:`propose` and :func:`promote` for what is returned."""
+    reason. ``alias`` None: judge only, write nothing. See :func:`propose` and :func:`promote` for
+    what is returned."""
     from mlflow.exceptions import MlflowException
 
     client = store.client()
@@ -127,6 +128,9 @@ def _gate(registered_name: str, version: str, metric: str, margin: float, run_id
     cand = {"version": version, "metric": _metric_tag(candidate.tags, metric),
             "data_hash": candidate.tags.get(DATA_HASH_TAG)}
     accepted, reason = judge(held, cand, metric, margin)
+    if alias is None:
+        return out | {"accepted": accepted, "promoted": False, "reason": reason, "version_metric": cand["metric"],
+                      "is_champion": held is not None and held["version"] == version}
     if accepted:
         client.set_registered_model_alias(registered_name, alias, version)
         if alias == CHAMPION:
@@ -139,6 +143,13 @@ def _gate(registered_name: str, version: str, metric: str, margin: float, run_id
     return out | {"accepted": accepted, "promoted": accepted and alias == CHAMPION, "reason": reason,
                   "version_metric": cand["metric"],
                   "is_champion": (accepted and alias == CHAMPION) or (held is not None and held["version"] == version)}
+
+
+def assess(registered_name: str, version: str, metric: str = "test_bpc", margin: float = DEFAULT_MARGIN,
+           run_id: str | None = None) -> dict:
+    """What the gate says of ``version`` against the champion of now, without moving or tagging
+    anything (the retraining review). Returns what :func:`propose` does."""
+    return _gate(registered_name, version, metric, margin, run_id, None, None)
 
 
 def propose(registered_name: str, version: str, metric: str = "test_bpc", margin: float = DEFAULT_MARGIN,

@@ -19,6 +19,29 @@ HOST_TAG, PID_TAG = "seqlab_host", "seqlab_pid"     # which process writes to a 
 INCOMPLETE_TAG = "seqlab_incomplete"                # on a version whose stage was killed
 
 
+# MLflow's chart view makes one section per prefix before "/" and shows the sections in alphabetical
+# order: the headline, bits per character on test and valid, is "bpc/", ahead of every other section
+SECTIONS = ("test", "valid", "train", "diagnose", "data")
+HEADLINE = {"test_bpc": "bpc/test", "valid_bpc": "bpc/valid"}
+
+
+def chart_name(key: str) -> str:
+    """The name a metric is logged to MLflow under: ``section/name``, so that the chart view groups
+    it. ``test_bpc`` -> ``bpc/test`` (the headline section, first), ``test_ppl`` -> ``test/ppl``,
+    ``train_loss`` -> ``train/loss``, ``diagnose_...`` -> ``diagnose/...``, ``data_...`` ->
+    ``data/...``; ``parameters`` -> ``model/parameters`` and any other bare name -> ``train/name``
+    (the per-epoch ``lr``, ``tokens_seen``, ``epoch``). A name holding a ``/`` already is kept. DVC
+    metrics files keep the flat names; only MLflow sees these."""
+    if "/" in key:
+        return key
+    if key in HEADLINE:
+        return HEADLINE[key]
+    for section in SECTIONS:
+        if key.startswith(section + "_"):
+            return f"{section}/{key[len(section) + 1:]}"
+    return "model/parameters" if key == "parameters" else f"train/{key}"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -63,9 +86,10 @@ class Run:
         mlflow.log_params(params)
 
     def log_metrics(self, metrics: dict) -> None:
-        """Numeric values only (anything else is skipped); NaN and inf are kept."""
+        """Numeric values only (anything else is skipped), under their :func:`chart_name`; NaN and
+        inf are kept."""
         import mlflow
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()
+        mlflow.log_metrics({chart_name(k): float(v) for k, v in metrics.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
     def log_text(self, text: str, name: str) -> None:
@@ -80,7 +104,27 @@ class Run:
         import mlflow
         mlflow.set_tag(key, value)
 
-    def log_history(self, history: list[dict], step_key: str = "epoch") -> None:
+    def log_corpus(self, splits: tuple[str, ...]) -> None:
+        """The prepared corpus as this run's dataset inputs (``mlflow.data``: the runs table's
+        Datasets column): one per split the run used, named ``<source> <split>``, with the split as
+        its context, the data hash as its digest and the tokenizer and vocabulary in its source.
+        (MLflow keeps one context per dataset, hence one dataset per split.)"""
+        import mlflow
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+
+        from pipeline.io import read_json
+        from pipeline.paths import PREPARED
+
+        stats = read_json(PREPARED / "stats.json")
+        spec = str(stats["source"])
+        source = (HTTPDatasetSource(spec) if spec.startswith("https://") else CodeDatasetSource(
+            {"corpus": spec, "tokenizer": str(stats["tokenizer"]), "vocab_size": str(stats["vocab_size"])}))
+        datasets = [MetaDataset(source, name=f"{spec} {split}", digest=str(stats["data_hash"])) for split in splits]
+        mlflow.log_inputs(datasets, contexts=list(splits), tags_list=[None] * len(splits))
+
+    def log_history(self, history: list[dict], step_key: str = "step") -> None:
         log_history_metrics(history, step_key)
 
 
@@ -96,15 +140,20 @@ def git_commit(cwd: Path | None = None) -> str:
 
 
 def run_tags(stage: str, arch: str, data_hash: str) -> dict[str, str]:
-    """Tags of a model run: stage, arch, git commit, DVC experiment (when set), data hash.
+    """Tags of a model run: stage, arch, git commit, DVC experiment (when set), data hash, and the
+    ``dvc repro`` it belongs to (``seqlab.repro``, :mod:`pipeline.repro`).
 
     A known commit is also written as ``mlflow.source.git.commit`` so the UI shows it. Inside
     ``dvc exp run`` the experiment name and baseline revision DVC sets are recorded too
     (``dvc_exp_name``, ``dvc_exp_baseline_rev``); there ``git_commit`` is the executor's
     commit, which may exist only in DVC's experiment refs.
     """
+    from pipeline.repro import REPRO_TAG, current
+
     commit = git_commit()
     tags = {"stage": stage, "arch": arch, "git_commit": commit, DATA_HASH_TAG: data_hash}
+    if current():
+        tags[REPRO_TAG] = current()
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit
     if os.environ.get(DVC_EXP_NAME):
@@ -116,7 +165,7 @@ def run_tags(stage: str, arch: str, data_hash: str) -> dict[str, str]:
 
 @contextmanager
 def model_run(experiment: str, arch: str, stage: str, data_hash: str,
-              run_id: str | None = None) -> Iterator["Run"]:
+              run_id: str | None = None, system_metrics: bool = False) -> Iterator["Run"]:
     """Yield the active MLflow run of one trained model, as a :class:`Run`.
 
     Resumes ``run_id`` when that run exists (and is not deleted) in the store, so that evaluate
@@ -124,6 +173,7 @@ def model_run(experiment: str, arch: str, stage: str, data_hash: str,
     :func:`run_tags`; ``stage`` names the stage that wrote last and ``stages`` lists every stage
     that wrote to the run, in order. A run already active with the same id is reused and left
     open; an exception inside the block ends a run this function opened as FAILED.
+    ``system_metrics``: MLflow samples CPU, memory (and GPU) use into the run while it is open.
     """
     configure(experiment)
     import socket
@@ -153,16 +203,18 @@ def model_run(experiment: str, arch: str, stage: str, data_hash: str,
         return
     nested = active is not None
     if existing is not None:
-        ctx = mlflow.start_run(run_id=existing.info.run_id, nested=nested)
+        ctx = mlflow.start_run(run_id=existing.info.run_id, nested=nested, log_system_metrics=system_metrics)
     else:
-        ctx = mlflow.start_run(run_name=arch, nested=nested)
+        ctx = mlflow.start_run(run_name=arch, nested=nested, log_system_metrics=system_metrics)
     with ctx as run:
         mlflow.set_tags(tags)
         yield Run(run.info.run_id)
 
 
-def log_history_metrics(history: list[dict], step_key: str = "epoch") -> None:
-    """Log per-epoch metrics of the active run, each row at ``step = row[step_key]``.
+def log_history_metrics(history: list[dict], step_key: str = "step") -> None:
+    """Log per-epoch metrics of the active run under their :func:`chart_name`, each row at
+    ``step = row[step_key]``: the optimizer step by default, the x axis of the DVC plots too (an
+    epoch here is ``steps_per_epoch`` steps, so the epoch number would put 30-160 steps in one).
 
     Rows without ``step_key`` use their index. Non-numeric values are skipped; NaN and inf are
     kept (MLflow stores them). One batched call per 1000 values.
@@ -186,7 +238,7 @@ def log_history_metrics(history: list[dict], step_key: str = "epoch") -> None:
                 number = float(value)
             except (TypeError, ValueError):
                 continue
-            metrics.append(Metric(key=str(key), value=number, timestamp=now, step=step))
+            metrics.append(Metric(key=chart_name(str(key)), value=number, timestamp=now, step=step))
     client = mlflow.MlflowClient()
     for start in range(0, len(metrics), 1000):
         client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000], synchronous=True)

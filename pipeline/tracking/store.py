@@ -78,7 +78,8 @@ def original_root() -> Path:
 
 
 def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<original repo>/mlflow.db`` (absolute).
+    """``$MLFLOW_TRACKING_URI`` when set (a user and password in it moved to the environment:
+    :func:`_credentials_to_environment`), else ``sqlite:///<original repo>/mlflow.db`` (absolute).
 
     The path is absolute because ``dvc exp run --temp`` runs the stages in a temporary copy of
     the repository that is deleted afterwards; :func:`original_root` explains how the original
@@ -86,8 +87,27 @@ def tracking_uri() -> str:
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if uri:
-        return uri
+        return _credentials_to_environment(uri)
     return "sqlite:///" + (original_root() / DB_FILE).as_posix()   # 4 slashes: absolute
+
+
+def _credentials_to_environment(uri: str) -> str:
+    """``scheme://user:password@host/...`` -> ``scheme://host/...``, the user and password moved to
+    ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` (unless those are set), where MLflow's client takes
+    them from. MLflow prints and records its tracking URI (the "View run at" links of every run
+    in a stage's log), so a URI holding a password would put it in CI logs."""
+    from urllib.parse import unquote
+
+    url = urlparse(uri)
+    if url.scheme not in ("http", "https") or url.username is None:
+        return uri
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(url.username))
+    if url.password is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(url.password))
+    host = url.hostname + (f":{url.port}" if url.port else "")
+    bare = urlunparse((url.scheme, host, url.path, url.params, url.query, url.fragment))
+    os.environ["MLFLOW_TRACKING_URI"] = bare          # for MLflow code that reads the variable itself
+    return bare
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -107,7 +127,8 @@ def quiet_mlflow() -> None:
 
     Environment defaults (a value already set by the user wins): no GitPython refresh warning
     when git is missing, no artifact progress bars, no "environment variables used during
-    inference" notice, no telemetry (this machine has no network). Loggers: the database
+    inference" notice, no telemetry (this machine has no network), system metrics sampled every 5 s.
+    Loggers: the database
     migration and experiment creation INFO lines.
     """
     global _quieted
@@ -118,12 +139,14 @@ def quiet_mlflow() -> None:
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "5",   # a training run of a minute gets a curve
     }.items():
         os.environ.setdefault(key, value)
     import logging
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.store.model_registry.abstract_store",
                  "mlflow.tracking.fluent", "mlflow.tracking._model_registry.fluent",
-                 "mlflow.models.model", "mlflow.utils.requirements_utils",
+                 "mlflow.models.model", "mlflow.utils.requirements_utils", "mlflow.system_metrics",
+                 "mlflow.system_metrics.system_metrics_monitor",
                  "mlflow.utils.environment"):
         logging.getLogger(name).setLevel(logging.WARNING)
     _quieted = True
@@ -168,13 +191,15 @@ def _public_path(path: str) -> str:
 
 # --------------------------------------------------------------------------- is it usable
 def _where(uri: str) -> str:
-    shown = public_uri(uri)
+    """The store in an error line: a server without its credentials; a local store as it was given
+    (a path is no secret, and the user needs it to act)."""
+    shown = public_uri(uri) if urlparse(uri).scheme in ("http", "https") else uri
     return f"MLFLOW_TRACKING_URI={shown}" if os.environ.get("MLFLOW_TRACKING_URI", "").strip() else shown
 
 
 def check_store(uri: str | None = None) -> None:
     """Fail in seconds, with one line naming the store and what to do, when the tracking store
-    cannot take this run: a server that does not answer, an SQLite file that is not a database,
+    cannot take this run: a server that does not answer or refuses the credentials, an SQLite file that is not a database,
     is read-only or sits on a full disk. An SQLite store is then opened once under a lock beside
     it (MLflow creates and migrates its schema on first contact), so that processes starting on
     one new store at once do not race in the migration."""
@@ -189,8 +214,29 @@ def check_store(uri: str | None = None) -> None:
             raise SeqlabError(f"{_where(uri)}: the tracking server does not answer at {url.hostname}:{port} "
                               f"({e.strerror or e}); start it, or unset MLFLOW_TRACKING_URI to use "
                               f"{original_root() / DB_FILE}") from None
+        _check_server(uri)
     elif uri.startswith("sqlite:///"):
         _check_sqlite(uri, Path(uri[len("sqlite:///"):].split("?", 1)[0]).resolve())
+
+
+def _check_server(uri: str) -> None:
+    """A server that answers must also take this process's credentials (``MLFLOW_TRACKING_USERNAME``
+    and ``_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``, or the URI's user), and be an MLflow server."""
+    quiet_mlflow()
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except MlflowException as e:
+        text = str(e)
+        if " 401" in text or " 403" in text or "nauthorized" in text or "ermission" in text:
+            code = "401" if " 401" in text or "nauthorized" in text else "403"
+            raise SeqlabError(f"{_where(uri)}: the tracking server refused this account (HTTP {code}); set "
+                              "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
+                              "to an account of the server with access to the experiment") from None
+        first = text.strip().splitlines()[0][:200] if text.strip() else type(e).__name__
+        raise SeqlabError(f"{_where(uri)}: the tracking server answered, but not as MLflow expects: {first}") from None
 
 
 def _check_sqlite(uri: str, db: Path) -> None:
