@@ -3,7 +3,8 @@ scheduled job, ending in the review of what it proposes.
 
 In order, stopping at the first failure (exit status non-zero, nothing pushed, nothing proposed):
 
-1. the tracking store must answer (and take the credentials) before anything runs;
+1. the tracking store must answer (and take the credentials), and a folder remote must exist,
+   before anything runs;
 2. **new data in**: ``dvc update`` of every imported data file (``dvc import-url``, ``dvc import``
    from a data registry): the newest version of the corpus. A corpus the repository holds (a
    builtin, a committed or ``dvc add``-ed file or folder) changes by a commit instead;
@@ -64,8 +65,24 @@ def imported_data(root: Path = ROOT) -> list[Path]:
     return found
 
 
-def _has_remote() -> bool:
-    return bool(_dvc("remote", "list", what="listing the DVC remotes", capture=True).strip())
+def _remotes() -> dict[str, str]:
+    """The DVC remotes of the repository, name -> URL (``dvc remote list``)."""
+    listed = _dvc("remote", "list", what="listing the DVC remotes", capture=True)
+    return {fields[0]: fields[1] for fields in map(str.split, listed.splitlines()) if len(fields) >= 2}
+
+
+def check_remotes(remotes: dict[str, str]) -> None:
+    """A remote on this machine's disk (a folder or ``file://``) must exist: ``dvc pull
+    --allow-missing`` would read a mistyped folder as an empty remote and retrain everything, and
+    ``dvc push`` would create it. (Cloud remotes answer for themselves in ``dvc pull``.)"""
+    for name, url in remotes.items():
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        if scheme in ("", "file"):
+            folder = Path(url[len("file://"):] if scheme else url).expanduser()
+            folder = folder if folder.is_absolute() else ROOT / ".dvc" / folder   # DVC: relative to .dvc/
+            if not folder.is_dir():
+                raise SeqlabError(f"DVC remote {name!r}: the folder {folder} does not exist; create it, or fix the "
+                                  "remote in .dvc/config (dvc remote modify)")
 
 
 def _git(*args: str) -> str:
@@ -127,6 +144,8 @@ def main(argv: list[str]) -> None:
     check_store()
     print(f"tracking store {public_uri()}")
     before = json.loads(_git("show", f"{args.base}:{(PROVENANCE / (BASELINE + '.json')).as_posix()}") or "{}")
+    remotes = _remotes()
+    check_remotes(remotes)
     updated = []
     for target in imported_data():
         print(f"dvc update {target}")
@@ -134,7 +153,7 @@ def main(argv: list[str]) -> None:
         _dvc("update", str(target), what=f"bringing in the newest {target.with_suffix('')}")
         if target.read_bytes() != pointer:
             updated.append(str(target.with_suffix("")))
-    remote = _has_remote()
+    remote = bool(remotes)
     if remote:
         _dvc("pull", "--run-cache", "--allow-missing", what="restoring what the remote holds")
     else:

@@ -132,3 +132,17 @@ def test_the_review_says_what_changed_and_what_the_gate_decided(tmp_path):
     (tmp_path / ".dvc").mkdir()
     (tmp_path / ".dvc" / "x.dvc").write_text("deps:\n- path: y\n")                     # DVC's own folder
     assert imported_data(tmp_path) == [Path("corpus.txt.dvc")]
+
+
+def test_a_missing_remote_stops_the_retrain_in_one_line_before_any_work(tmp_path):
+    from tests.repo_copy import make_tiny_repo, run, tool_env
+
+    repo = make_tiny_repo(tmp_path / "repo")
+    run([str(Path(sys.executable).parent / "dvc"), "remote", "add", "-d", "storage", str(tmp_path / "nowhere")], repo)
+    p = subprocess.run([sys.executable, "-m", "pipeline.retrain"], cwd=repo, env=tool_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert p.stderr.strip().splitlines() == [
+        f"error: DVC remote 'storage': the folder {tmp_path / 'nowhere'} does not exist; create it, or fix the "
+        "remote in .dvc/config (dvc remote modify)"], p.stderr
+    assert not (tmp_path / "nowhere").exists() and not (repo / "dvc.lock").exists() and not (repo / "review.md").exists()
