@@ -66,9 +66,16 @@ def imported_data(root: Path = ROOT) -> list[Path]:
 
 
 def _remotes() -> dict[str, str]:
-    """The DVC remotes of the repository, name -> URL (``dvc remote list``)."""
-    listed = _dvc("remote", "list", what="listing the DVC remotes", capture=True)
-    return {fields[0]: fields[1] for fields in map(str.split, listed.splitlines()) if len(fields) >= 2}
+    """The DVC remotes of the repository, name -> URL, from ``dvc config --list`` (one
+    ``remote.NAME.url=URL`` line each; ``dvc remote list`` draws a table that wraps long URLs onto
+    lines of their own when the output is narrow)."""
+    listed = _dvc("config", "--list", what="reading the DVC config", capture=True)
+    remotes = {}
+    for line in listed.splitlines():
+        key, _, value = line.partition("=")
+        if key.startswith("remote.") and key.endswith(".url"):
+            remotes[key[len("remote."):-len(".url")]] = value.strip()
+    return remotes
 
 
 def check_remotes(remotes: dict[str, str]) -> None:

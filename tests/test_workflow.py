@@ -139,8 +139,8 @@ def test_a_missing_remote_stops_the_retrain_in_one_line_before_any_work(tmp_path
 
     repo = make_tiny_repo(tmp_path / "repo")
     run([str(Path(sys.executable).parent / "dvc"), "remote", "add", "-d", "storage", str(tmp_path / "nowhere")], repo)
-    p = subprocess.run([sys.executable, "-m", "pipeline.retrain"], cwd=repo, env=tool_env(), capture_output=True,
-                       text=True, timeout=300)
+    p = subprocess.run([sys.executable, "-m", "pipeline.retrain"], cwd=repo, capture_output=True, text=True,
+                       env=tool_env() | {"COLUMNS": "20"}, timeout=300)   # narrow: DVC's tables wrap
     assert p.returncode == 2, p.stdout + p.stderr
     assert p.stderr.strip().splitlines() == [
         f"error: DVC remote 'storage': the folder {tmp_path / 'nowhere'} does not exist; create it, or fix the "
