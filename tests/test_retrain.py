@@ -153,6 +153,7 @@ def test_scheduled_retraining_proposes_and_a_merge_promotes(server, tmp_path, mo
     text = load_corpus("builtin:python-docs", [0.9, 0.05, 0.05]).train
     source.write_text(text[:30_000], encoding="utf-8")
     remote = tmp_path / "dvc-remote"
+    remote.mkdir()                                        # a folder remote is made by the team, not by push
     origin = make_tiny_repo(tmp_path / "origin", PARAMS, commit=False)
     run(["git", "init", "-q", "-b", "main"], origin)
     run(["dvc", "remote", "add", "-d", "storage", str(remote)], origin)
