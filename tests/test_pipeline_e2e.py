@@ -310,6 +310,7 @@ def test_second_repro_does_nothing(repro):
     assert time.perf_counter() - t0 < 30
 
 
+@pytest.mark.slow   # in CI (.ci/run) after `make test`, which it keeps under 10 minutes
 def test_exp_run_temp_uses_the_original_mlflow_store(repro):
     repo, _, _ = repro
     from mlflow import MlflowClient
@@ -326,6 +327,7 @@ def test_exp_run_temp_uses_the_original_mlflow_store(repro):
     run(["dvc", "plots", "diff", "--json"], repo)
 
 
+@pytest.mark.slow   # in CI (.ci/run) after `make test`, which it keeps under 10 minutes
 def test_networks_restored_from_the_run_cache_are_registered_in_a_new_store(repro):
     """DVC's run cache brings back a trained network the tracking store never saw: evaluate
     registers it again (a new store numbers versions from 1, so the number alone proves nothing).

@@ -65,6 +65,7 @@ def _epoch_lines(log: str) -> list[int]:
     return [int(line.split()[1].split("/")[0]) for line in log.splitlines() if line.startswith("epoch ")]
 
 
+@pytest.mark.slow   # in CI (.ci/run) after `make test`, which it keeps under 10 minutes
 def test_killed_training_resumes_from_the_last_checkpoint(repo, tmp_path):
     ckpt = repo / "checkpoints" / "rnn" / "last.npz"
     # the uninterrupted run

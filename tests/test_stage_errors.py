@@ -113,6 +113,7 @@ def test_a_second_process_on_the_same_model_is_refused_and_the_lock_dies_with_it
     assert got.stdout.strip() == "free" and time.perf_counter() - t0 < 30   # released by the kernel
 
 
+@pytest.mark.slow   # in CI (.ci/run) after `make test`, which it keeps under 10 minutes
 def test_editing_the_corpus_file_reruns_prepare_and_only_then(tmp_path):
     """The corpus is named by a param, not a path: its content must still be a dependency."""
     import json
