@@ -132,15 +132,8 @@ def review_markdown(comparison: dict, metrics_diff: str, base: str, hash_before:
     return "\n".join(lines)
 
 
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def main(argv: list[str]) -> None:
-    from pipeline.io import write_text
+    from pipeline.io import read_json, write_text
     from pipeline.tracking.registry import assess
     from pipeline.tracking.store import check_store, public_uri
 
@@ -168,9 +161,7 @@ def main(argv: list[str]) -> None:
     _dvc("repro", what="reproducing the pipeline")
     if remote:
         _dvc("push", "--run-cache", what="pushing the results to the DVC remote")
-    comparison = _read(ROOT / REPORTS / "comparison.json")
-    if comparison is None:
-        raise SeqlabError(f"{REPORTS / 'comparison.json'}: missing after dvc repro")
+    comparison = read_json(REPORTS / "comparison.json")
     margin = load_params().mlflow.promotion_margin
     for row in comparison["models"]:      # the gate of now: the report may be restored from an earlier run
         row["gate"] = assess(row["registered_model"], str(row["version"]), margin=margin, run_id=row.get("run_id"))

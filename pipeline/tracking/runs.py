@@ -152,8 +152,9 @@ def run_tags(stage: str, arch: str, data_hash: str) -> dict[str, str]:
 
     commit = git_commit()
     tags = {"stage": stage, "arch": arch, "git_commit": commit, DATA_HASH_TAG: data_hash}
-    if current():
-        tags[REPRO_TAG] = current()
+    repro = current()
+    if repro:
+        tags[REPRO_TAG] = repro
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit
     if os.environ.get(DVC_EXP_NAME):
