@@ -3,6 +3,7 @@ from pipeline.config.params import load_params
 from pipeline.data.corpus import open_corpus
 from pipeline.data.prepare import block_bytes, prepare
 from pipeline.data.splits import SPLITS
+from pipeline.data.tokenizers import tokenizer_kind
 from pipeline.disk import require_free  # check only
 from pipeline.paths import PREPARED, ROOT
 from pipeline.stage import run_stage
@@ -16,9 +17,10 @@ def main(argv: list[str]) -> None:
     # int32 ids, at most one per character, written beside the previous ones before they are replaced
     chars = sum(corpus.split(s).chars for s in SPLITS)
     require_free(PREPARED, 2 * 4 * chars, "preparing the corpus (the token ids)")
-    s = prepare(corpus, PREPARED, d.tokenizer, d.vocab_size, d.lowercase, d.memory_mb, d.score_after,
-                d.examples, d.max_target_chars)
-    print(f"prepared {s['source']} with the {d.tokenizer} tokenizer: vocabulary {s['vocab_size']}, "
+    kind = tokenizer_kind(d.tokenizer, d.target_tokenizer)
+    s = prepare(corpus, PREPARED, kind, d.vocab_size, d.lowercase, d.memory_mb, d.score_after, d.examples,
+                d.max_target_chars)
+    print(f"prepared {s['source']} with the {s['tokenizer']} tokenizer: vocabulary {s['vocab_size']}, "
           + ", ".join(f"{k} {v['tokens']} tokens" for k, v in s["splits"].items()))
     with model_run(p.mlflow.experiment, "data", "prepare", s["data_hash"]) as run:
         run.log_corpus(("train", "valid", "test"))

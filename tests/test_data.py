@@ -106,6 +106,26 @@ def test_word_tokenizer_eol_unk_and_cap():
     assert learn_tokenizer("word", "<unk> a\n", 10).encode("<unk>\n")[0] == UNK_ID  # corpus <unk> is <unk>
 
 
+def test_char_word_reads_sources_as_characters_and_targets_as_words(tmp_path):
+    pairs = "bat\tB AE1 T\nab\tAE1 B\nbb\tB B\n"
+    tok = learn_tokenizer("char+word", pairs, vocab_size=100)
+    assert tok.eol_id is None and tok.tokens[:2] == ["<bos>", "<unk>"]
+    ids = tok.encode(pairs)
+    assert tok.decode(ids) == pairs
+    pieces = [tok.tokens[i] for i in tok.encode("ab\tAE1 B\n")]
+    assert pieces == ["a", "b", "\t", "AE1", "B", "\n"]
+    letter_b, phone_b = tok.encode("b\tB")[[0, 2]]      # the letter and the one-letter word: two tokens
+    assert letter_b < tok.words_from <= phone_b and tok.tokens[phone_b] == "B"
+    assert tok.decode(tok.encode("ab\tAE1 B\n")[3:5]) == "AE1 B"   # an output alone keeps its spaces
+    assert tok.decode(tok.encode("a\tZH B\n")) == "a\t<unk> B\n"       # unknown words are <unk>
+    tok.save(tmp_path / "vocab.json")
+    again = load_tokenizer(tmp_path / "vocab.json")
+    assert again.kind == "char+word" and again.words_from == tok.words_from
+    np.testing.assert_array_equal(again.encode(pairs), ids)
+    small = learn_tokenizer("char+word", pairs, vocab_size=5)   # the commonest three of both kinds together
+    assert small.tokens[2:] == ["\t", "b", "B"] and small.words_from == 4
+
+
 def test_char_unknown_maps_to_unk():
     tok = learn_tokenizer("char", "abc\n", vocab_size=100)
     assert list(tok.encode("abz")) == [tok.tokens.index("a"), tok.tokens.index("b"), UNK_ID]

@@ -208,8 +208,29 @@ def test_pairs_score_the_targets_and_name_the_file_and_line_of_a_bad_pair(tmp_pa
     assert not (tmp_path / "q").exists()
 
 
+def test_pairs_of_word_targets_score_the_same_characters_in_fewer_tokens(tmp_path):
+    from pipeline.data.prepare import prepare_corpus
+    from pipeline.data.prepared import load_prepared
+    rows = [(f"w{i}", f"P{i % 5} Q{i % 7} R") for i in range(150)]    # every word in the train split
+    (tmp_path / "pairs.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in rows))
+    as_chars, as_words = (load_prepared(tmp_path / kind) for kind in ("char", "char+word") if prepare_corpus(
+        str(tmp_path / "pairs.tsv"), tmp_path / kind, tokenizer=kind, vocab_size=100, examples="pairs"))
+    for split in ("train", "valid", "test"):
+        # bits per character divide by the same characters: each target and its line end
+        assert as_words.chars(split) == as_chars.chars(split)
+        ids, mask = np.asarray(as_words.ids[split]), np.asarray(as_words.mask(split))
+        targets = [line.split("\t")[1] for line in as_chars.tokenizer.decode(as_chars.ids[split]).splitlines(True)]
+        assert [as_words.tokenizer.tokens[i] for i in ids[mask == 1]] == [t for line in targets for t in
+                                                                         line.split() + ["\n"]]
+        assert int(mask.sum()) * 2 == int(np.asarray(as_chars.mask(split)).sum())    # "P0 Q0 R\n": 4 for 8
+    assert as_words.tokenizer.decode(as_words.ids["test"]) == as_chars.tokenizer.decode(as_chars.ids["test"])
+    with pytest.raises(ValueError, match="char\\+word takes pairs only"):
+        prepare_corpus(str(tmp_path / "pairs.tsv"), tmp_path / "x", tokenizer="char+word", vocab_size=100)
+
+
 def test_params_take_pairs_with_the_char_tokenizer_only():
     from pipeline.config.params import parse_params
+    from pipeline.data.tokenizers import tokenizer_kind
     from pipeline.errors import SeqlabError
     import yaml
     from tests.conftest import ROOT
@@ -217,9 +238,15 @@ def test_params_take_pairs_with_the_char_tokenizer_only():
     raw["data"] |= {"examples": "pairs", "max_target_chars": 40}
     assert parse_params(raw).data.examples == "pairs"
     assert parse_params({**raw, "data": raw["data"] | {"max_target_chars": None}}).data.max_target_chars is None
+    words = parse_params({**raw, "data": raw["data"] | {"target_tokenizer": "word"}}).data
+    assert tokenizer_kind(words.tokenizer, words.target_tokenizer) == "char+word"
+    assert tokenizer_kind(raw["data"]["tokenizer"]) == "char"
     for bad, match in [({"tokenizer": "word"}, "expected data.score_after null"),
                        ({"score_after": "=>"}, "expected data.score_after null"),
                        ({"examples": "lines"}, "max_target_chars: applies to data.examples: pairs only"),
+                       ({"target_tokenizer": "wordpiece"}, "target_tokenizer"),
+                       ({"examples": "lines", "max_target_chars": None, "target_tokenizer": "word"},
+                        "target_tokenizer: 'word' applies to data.examples: pairs only"),
                        ({"examples": "pair"}, "examples")]:
         with pytest.raises(SeqlabError, match=match):
             parse_params({**raw, "data": raw["data"] | bad})

@@ -22,6 +22,7 @@ from pipeline.config.schema import spec as _spec
 from pipeline.errors import SeqlabError
 
 TOKENIZERS = ("char", "word", "wordpiece")
+TARGET_TOKENIZERS = ("char", "word")
 EXAMPLE_MODES = ("stream", "lines", "pairs")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")     # model and experiment names
 
@@ -40,6 +41,9 @@ class DataParams:
     # pairs: each line is one example source<TAB>target, checked, and only the target is scored
     examples: str = field(default="stream", metadata=_spec(choices=EXAMPLE_MODES))
     max_target_chars: int | None = field(default=None, metadata=_spec(ge=1))   # pairs: the longest target allowed
+    # pairs: the target's tokens, characters or its whitespace-separated words (phonemes, the words of
+    # a translation); the source is characters either way
+    target_tokenizer: str = field(default="char", metadata=_spec(choices=TARGET_TOKENIZERS))
 
 
 @dataclass(frozen=True)
@@ -175,10 +179,14 @@ def _cross_checks(p: Params) -> None:
         raise SeqlabError(f"params: data.score_after: {marker!r}: expected a marker that a line holds before the text "
                           "to score: no line break, and for the word and wordpiece tokenizers one word without spaces")
     if p.data.examples == "pairs" and (marker is not None or p.data.tokenizer != "char"):
-        raise SeqlabError("params: data.examples: pairs scores each line's target (after its tab) with the char "
-                          f"tokenizer; expected data.score_after null (got {marker!r}) and data.tokenizer char "
-                          f"(got {p.data.tokenizer!r}); for word tokens write 'source MARK target' lines and use "
-                          "examples: lines with score_after: MARK")
+        raise SeqlabError("params: data.examples: pairs scores each line's target (after its tab), its source read "
+                          f"as characters; expected data.score_after null (got {marker!r}) and data.tokenizer char "
+                          f"(got {p.data.tokenizer!r}); for a target of word tokens set data.target_tokenizer: word, "
+                          "for word sources write 'source MARK target' lines and use examples: lines with "
+                          "score_after: MARK")
+    if p.data.target_tokenizer != "char" and p.data.examples != "pairs":
+        raise SeqlabError(f"params: data.target_tokenizer: {p.data.target_tokenizer!r} applies to data.examples: "
+                          "pairs only (the text after each line's tab); set it to char")
     if p.data.max_target_chars is not None and p.data.examples != "pairs":
         raise SeqlabError("params: data.max_target_chars: applies to data.examples: pairs only; set it to null")
     if marker is not None and p.data.lowercase and marker != marker.lower():

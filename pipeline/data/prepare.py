@@ -26,7 +26,7 @@ from pipeline.data.loss_mask import line_end_id, marker_ids, scored_chars, score
 from pipeline.data.prepared import finish_hash
 from pipeline.data.splits import SPLITS
 from pipeline.data.text_blocks import BLOCK_BYTES
-from pipeline.data.tokenizers import Tokenizer, learn_tokenizer
+from pipeline.data.tokenizers import CHAR_WORD, Tokenizer, learn_tokenizer
 from pipeline.data.vocab_layout import UNK_ID
 from pipeline.errors import SeqlabError
 from pipeline.io import NpyAppender, replaced_folder, write_json
@@ -55,6 +55,9 @@ def prepare(corpus: CorpusText, out_dir: Path, kind: str, vocab_size: int, lower
     """Learn the vocabulary, encode the splits into ``out_dir`` and return its ``stats.json``. Pairs
     (``examples: pairs``) are checked first, every line of every split, and score their targets:
     the text after the tab is the loss mask's scored part."""
+    if (kind == CHAR_WORD) != (examples == PAIRS) and kind != "char":
+        raise ValueError(f"examples: pairs takes the char or {CHAR_WORD} tokenizer and {CHAR_WORD} takes pairs "
+                         f"only; got the {kind} tokenizer with examples: {examples}")
     if examples == PAIRS:
         check_paired(corpus, max_target_chars)
         score_after = SEPARATOR
@@ -120,10 +123,11 @@ def _encode_split(corpus: CorpusText, name: str, tokenizer: Tokenizer, folder: P
                 h.update(mask.tobytes())
                 n = int(np.count_nonzero(mask))
                 scored += n
-                # one token a character: the scored characters are the scored tokens, no walk of the text
-                # (pairs are char-tokenized and score their line ends: each is a character too)
+                # one token a character: the scored characters are the scored tokens, no walk of the text;
+                # pairs score their line ends, a character each, whatever tokenizes their targets
                 chars += n if tokenizer.kind == "char" else scored_chars(
-                    piece, score_after, bool(tokenizer.options.get("lowercase")))
+                    piece, score_after, bool(tokenizer.options.get("lowercase"))) + (
+                    int(np.count_nonzero(mask[ids == line_end])) if examples == PAIRS else 0)
         if starts is not None:
             starts.close(tokens)
     if tokens < MIN_SPLIT_TOKENS:

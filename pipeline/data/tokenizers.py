@@ -1,8 +1,14 @@
-"""Tokenizers built on tensorflow-text: ``char``, ``word`` and ``wordpiece``.
+"""Tokenizers built on tensorflow-text: ``char``, ``word``, ``wordpiece`` and ``char+word``.
 
 Every vocabulary starts with the reserved ids of ``pipeline.data.vocab_layout`` (``<bos>`` 0, ``<unk>`` 1);
 word and wordpiece add ``<eol>``, one per line of text, which is predicted like any token. The saved
 vocabulary records the tokenizer and its options, so decoding and serving need nothing else.
+
+``char+word`` is for pair lines ``source<TAB>target`` (``data.target_tokenizer: word``): the source,
+the tab and the line end are characters, the target is its whitespace-separated words (phonemes,
+the words of a translation), one token each. The two kinds of token have id ranges of their own
+(the words from ``options["words_from"]``), so a letter of a source and a one-letter word of a
+target are different tokens, and a target decoded on its own comes back with its spaces.
 """
 from __future__ import annotations
 
@@ -14,11 +20,18 @@ from typing import Iterable
 import numpy as np
 
 from pipeline.data.counting import BYTES_PER_TYPE, Counts
+from pipeline.data.pairs import SEPARATOR
 from pipeline.errors import SeqlabError
 from pipeline.io import read_json, write_json
 from pipeline.data.vocab_layout import BOS, BOS_ID, EOL, UNK, UNK_ID
 
 FORMAT_VERSION = 1
+CHAR_WORD = "char+word"    # pair lines: characters before the tab, whitespace words after it
+
+
+def tokenizer_kind(tokenizer: str, target_tokenizer: str = "char") -> str:
+    """The tokenizer ``prepare`` learns for ``data.tokenizer`` and ``data.target_tokenizer``."""
+    return CHAR_WORD if target_tokenizer == "word" else tokenizer
 
 
 def _tf():
@@ -44,7 +57,9 @@ class Tokenizer:
     def __post_init__(self) -> None:
         if self.tokens[BOS_ID] != BOS or self.tokens[UNK_ID] != UNK:
             raise SeqlabError(f"vocabulary: ids 0 and 1 must be {BOS} and {UNK}")
-        self._index = {t: i for i, t in enumerate(self.tokens)}
+        self.words_from = int(self.options.get("words_from", len(self.tokens)))
+        self._index = {t: i for i, t in enumerate(self.tokens[:self.words_from])}
+        self._word_index = {t: i for i, t in enumerate(self.tokens[self.words_from:], self.words_from)}
         self._wordpiece = None
 
     @property
@@ -53,7 +68,7 @@ class Tokenizer:
 
     @property
     def eol_id(self) -> int | None:
-        return self._index.get(EOL) if self.kind != "char" else None
+        return self._index.get(EOL) if self.kind not in ("char", CHAR_WORD) else None
 
     def _prepare(self, text: str) -> str:
         return text.lower() if self.options.get("lowercase") else text
@@ -63,6 +78,8 @@ class Tokenizer:
         text = self._prepare(text)
         if self.kind == "char":
             return self._encode_char(text)
+        if self.kind == CHAR_WORD:
+            return self._encode_char_word(text)
         words = self._words(text)
         if self.kind == "word":
             return self._lookup(words)
@@ -77,6 +94,19 @@ class Tokenizer:
         pos = np.minimum(pos, len(known) - 1)
         hit = known[pos] == cps if len(known) else np.zeros(len(cps), bool)
         return np.where(hit, ids_sorted[pos] if len(known) else UNK_ID, UNK_ID).astype(np.int32)
+
+    def _encode_char_word(self, text: str) -> np.ndarray:
+        """Each line's text up to its first tab (the tab included) and its line end as characters,
+        the rest as whitespace words; a line without a tab is all characters."""
+        chars, words = self._index.get, self._word_index.get
+        out: list[int] = []
+        for line in text.split("\n"):
+            source, tab, target = line.partition(SEPARATOR)
+            out.extend(chars(c, UNK_ID) for c in source + tab)
+            out.extend(words(w, UNK_ID) for w in target.split())
+            out.append(chars("\n", UNK_ID))
+        out.pop()      # the text's last piece has no line end after it
+        return np.asarray(out, np.int32)
 
     def _words(self, text: str):
         """Whitespace words of each line plus one ``<eol>`` per line, as a flat bytes array."""
@@ -107,7 +137,10 @@ class Tokenizer:
 
     # ---- decoding ----
     def decode(self, ids) -> str:
-        toks = [self.tokens[int(i)] for i in ids if int(i) != BOS_ID]
+        ids = [int(i) for i in ids if int(i) != BOS_ID]
+        if self.kind == CHAR_WORD:
+            return self._decode_char_word(ids)
+        toks = [self.tokens[i] for i in ids]
         if self.kind == "char":
             return "".join(toks)
         out: list[str] = []
@@ -119,6 +152,13 @@ class Tokenizer:
             else:
                 out.append(t if not out or out[-1] == "\n" else " " + t)
         return "".join(out)
+
+    def _decode_char_word(self, ids: list[int]) -> str:
+        """Characters as they are; consecutive words joined by one space. ``<unk>`` counts as a word
+        (an unknown word of a target keeps its spaces; two unknown source letters gain one)."""
+        word = [i >= self.words_from or i == UNK_ID for i in ids]
+        return "".join((" " if w and prev else "") + self.tokens[i]
+                       for i, w, prev in zip(ids, word, [False] + word))
 
     # ---- persistence ----
     def to_json(self) -> dict:
@@ -147,7 +187,7 @@ def learn_tokenizer(kind: str, train_text: str | Iterable[str], vocab_size: int,
     options = {"vocab_size": vocab_size, "lowercase": lowercase}
     pieces = [train_text] if isinstance(train_text, str) else train_text
     pieces = (p.lower() for p in pieces) if lowercase else pieces
-    reserved = [BOS, UNK] + ([] if kind == "char" else [EOL] + [w for w in dict.fromkeys(reserve) if w != EOL])
+    reserved = [BOS, UNK] + ([] if kind in ("char", CHAR_WORD) else [EOL] + [w for w in dict.fromkeys(reserve) if w != EOL])
     keep_n = max(vocab_size - len(reserved), 0)
     if kind == "char":
         counts = collections.Counter()
@@ -155,6 +195,8 @@ def learn_tokenizer(kind: str, train_text: str | Iterable[str], vocab_size: int,
             counts.update(p)
         keep = sorted(counts, key=lambda c: (-counts[c], c))[:keep_n]
         return Tokenizer(kind, reserved + sorted(keep), options)
+    if kind == CHAR_WORD:
+        return _learn_char_word(pieces, keep_n, reserved, options)
     if kind == "word":
         words = Counts(memory_mb * (1 << 20) // 4 // BYTES_PER_TYPE)
         for p in pieces:
@@ -174,7 +216,24 @@ def learn_tokenizer(kind: str, train_text: str | Iterable[str], vocab_size: int,
             raise SeqlabError(f"data.vocab_size: {vocab_size} is below what wordpiece needs for this corpus: its "
                               f"characters alone take {len(vocab)} pieces; expected at least {len(vocab)}")
         return Tokenizer(kind, list(vocab), options)
-    raise SeqlabError(f"data.tokenizer: unknown tokenizer {kind!r}; expected char, word or wordpiece")
+    raise SeqlabError(f"data.tokenizer: unknown tokenizer {kind!r}; expected char, word, wordpiece or {CHAR_WORD}")
+
+
+def _learn_char_word(pieces: Iterable[str], keep_n: int, reserved: list[str], options: dict) -> Tokenizer:
+    """The ``keep_n`` most frequent characters of the sources (with the tab and the line end) and
+    words of the targets, counted together; characters first, then words, each sorted."""
+    chars, words = collections.Counter(), collections.Counter()
+    for p in pieces:
+        for line in _lines(p):
+            source, tab, target = line.partition(SEPARATOR)
+            chars.update(source + tab + "\n")
+            words.update(target.split())
+    ranked = sorted([(n, 0, c) for c, n in chars.items()] + [(n, 1, w) for w, n in words.items()],
+                    key=lambda t: (-t[0], t[1], t[2]))[:keep_n]
+    kept_chars = sorted(t for _, kind, t in ranked if kind == 0)
+    kept_words = sorted(t for _, kind, t in ranked if kind == 1)
+    tokens = reserved + kept_chars + kept_words
+    return Tokenizer(CHAR_WORD, tokens, options | {"words_from": len(reserved) + len(kept_chars)})
 
 
 def _spread_sample(pieces: Iterable[str], max_chars: int) -> str:
