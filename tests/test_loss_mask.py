@@ -25,6 +25,7 @@ def test_the_scored_tokens_follow_the_first_marker_of_each_line_up_to_its_end():
     two = scored_mask(np.array([1, 7, 7, 2, 9, 7, 2, 9]), np.array([7, 7]), END)   # a two-token marker
     np.testing.assert_array_equal(two, [0, 0, 0, 1, 0, 0, 0, 0])
     assert scored_chars("ab => cd\nno\n=> x\n", "=>", False) == 3 + 2
+    assert scored_chars("ab => cd\nno\n=> x", "=>", False, include_end=True) == 4 + 2   # the last line has no end
     ends = scored_mask(ids, np.array([MARK]), END, include_end=True)   # pairs: the line end is the output's last token
     np.testing.assert_array_equal(ends, [0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 1])
 

@@ -62,13 +62,15 @@ def scored_mask(ids: np.ndarray, marker: np.ndarray, line_end: int, include_end:
     return mask
 
 
-def scored_chars(text: str, marker: str, lowercase: bool) -> int:
-    """Characters after the first ``marker`` of each line, up to its end: the text the scored tokens
-    spell, for bits per character."""
+def scored_chars(text: str, marker: str, lowercase: bool, include_end: bool = False) -> int:
+    """Characters after the first ``marker`` of each line, up to its end (and the line end itself
+    with ``include_end``, as :func:`scored_mask` scores it): the text the scored tokens spell, for
+    bits per character."""
     text = text.lower() if lowercase else text
+    lines = text.split("\n")
     total = 0
-    for line in text.split("\n"):
+    for k, line in enumerate(lines):
         i = line.find(marker)
         if i >= 0:
-            total += len(line) - i - len(marker)
+            total += len(line) - i - len(marker) + (include_end and k < len(lines) - 1)
     return total

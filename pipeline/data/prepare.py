@@ -55,7 +55,7 @@ def prepare(corpus: CorpusText, out_dir: Path, kind: str, vocab_size: int, lower
     """Learn the vocabulary, encode the splits into ``out_dir`` and return its ``stats.json``. Pairs
     (``examples: pairs``) are checked first, every line of every split, and score their targets:
     the text after the tab is the loss mask's scored part."""
-    if (kind == CHAR_WORD) != (examples == PAIRS) and kind != "char":
+    if (examples == PAIRS and kind not in ("char", CHAR_WORD)) or (kind == CHAR_WORD and examples != PAIRS):
         raise ValueError(f"examples: pairs takes the char or {CHAR_WORD} tokenizer and {CHAR_WORD} takes pairs "
                          f"only; got the {kind} tokenizer with examples: {examples}")
     if examples == PAIRS:
@@ -123,11 +123,10 @@ def _encode_split(corpus: CorpusText, name: str, tokenizer: Tokenizer, folder: P
                 h.update(mask.tobytes())
                 n = int(np.count_nonzero(mask))
                 scored += n
-                # one token a character: the scored characters are the scored tokens, no walk of the text;
-                # pairs score their line ends, a character each, whatever tokenizes their targets
+                # one token a character: the scored characters are the scored tokens, no walk of the text
+                # (pairs score their line ends, a character each, whatever tokenizes their targets)
                 chars += n if tokenizer.kind == "char" else scored_chars(
-                    piece, score_after, bool(tokenizer.options.get("lowercase"))) + (
-                    int(np.count_nonzero(mask[ids == line_end])) if examples == PAIRS else 0)
+                    piece, score_after, bool(tokenizer.options.get("lowercase")), include_end=examples == PAIRS)
         if starts is not None:
             starts.close(tokens)
     if tokens < MIN_SPLIT_TOKENS:

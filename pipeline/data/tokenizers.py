@@ -187,7 +187,8 @@ def learn_tokenizer(kind: str, train_text: str | Iterable[str], vocab_size: int,
     options = {"vocab_size": vocab_size, "lowercase": lowercase}
     pieces = [train_text] if isinstance(train_text, str) else train_text
     pieces = (p.lower() for p in pieces) if lowercase else pieces
-    reserved = [BOS, UNK] + ([] if kind in ("char", CHAR_WORD) else [EOL] + [w for w in dict.fromkeys(reserve) if w != EOL])
+    lines_as_eol = kind not in ("char", CHAR_WORD)
+    reserved = [BOS, UNK] + ([EOL] + [w for w in dict.fromkeys(reserve) if w != EOL] if lines_as_eol else [])
     keep_n = max(vocab_size - len(reserved), 0)
     if kind == "char":
         counts = collections.Counter()
