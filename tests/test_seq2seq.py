@@ -120,3 +120,79 @@ def test_no_step_changes_the_cache_entries_declared_fixed(case_id):
     _, after = model.call_with_cache(np.array([[6], [7]], np.int32), cache, keras.ops.convert_to_tensor(6))
     for i in model.fixed_cache:
         np.testing.assert_array_equal(np.asarray(after[i]), np.asarray(cache[i]))
+
+
+def training_rows(rows, width):
+    """Example rows as the training batches hold them: tokens (R, width + 1) padded with <bos>, and
+    weights (R, width) scoring each row's target after the marker (its last token the line end)."""
+    tokens = np.stack([np.pad(r, (0, width + 1 - len(r))) for r in rows]).astype(np.int32)
+    weights = np.zeros((len(rows), width), np.float32)
+    for i, r in enumerate(rows):
+        marker = int(np.flatnonzero(r == MARKER)[0])
+        weights[i, marker:len(r) - 1] = 1.0
+    return tokens, weights
+
+
+def test_training_rows_split_at_the_marker_keep_every_scored_target():
+    from pipeline.data.examples import split_at_marker
+    rows = [example([3, 4], [6, 7, 8]), example([9, 10, 11, 12, 13, 14, 15, 16, 17], [15]),
+            example([16], [17, 18, 3, 4, 6, 7, 8, 9, 10, 11])]
+    tokens, weights = training_rows(rows, 24)
+    (source, lengths, target), y, w = split_at_marker(tokens, weights, MARKER)
+    assert source.shape == (3, 16) and target.shape == (3, 16)       # buckets of the longest source and target
+    np.testing.assert_array_equal(lengths, [3, 10, 2])
+    for i, r in enumerate(rows):
+        n = lengths[i]
+        np.testing.assert_array_equal(source[i, :n], r[:n])
+        k = len(r) - n - 1                                           # the marker and the target, the line end last
+        np.testing.assert_array_equal(target[i, :k], r[n:n + k])
+        np.testing.assert_array_equal(y[i, :k], r[n + 1:n + 1 + k])
+    assert w.sum() == weights.sum() and np.all(w[np.arange(16)[None, :] >= (np.array([len(r) for r in rows]) -
+                                                                         lengths - 1)[:, None]] == 0)
+    weights[1, 2] = 1.0                                              # a source position scored
+    with pytest.raises(SeqlabError, match="scores a position of its source"):
+        split_at_marker(tokens, weights, MARKER)
+
+
+@pytest.mark.parametrize("case_id", ["seq2seq_rnn", "seq2seq_transformer"])
+def test_training_on_split_rows_gives_the_full_forwards_target_logits(case_id):
+    """``model((source, lengths, target))`` (each side over its own positions) is the full forward
+    over whole rows at every target position, rows of other lengths batched together."""
+    from pipeline.data.examples import split_at_marker
+    model = built(case(case_id)).model
+    rows = [example([3, 4], [6, 7, 8]), example([9, 10, 11, 12, 13, 14], [15]), example([16], [17, 18, 3, 4, 6])]
+    tokens, weights = training_rows(rows, 12)
+    (source, lengths, target), y, w = split_at_marker(tokens, weights, MARKER)
+    split = np.asarray(model((source, lengths, target)))
+    full = forward(model, tokens[:, :-1])
+    for i, n in enumerate(lengths):
+        k = int(w[i].sum())
+        np.testing.assert_allclose(split[i, :k], full[i, n:n + k], atol=1e-5)
+
+
+def test_an_encoder_decoder_trains_on_split_rows(tmp_path, monkeypatch):
+    """train_model hands an encoder-decoder its rows split at the marker (the validation, on whole
+    rows, scores the same network), and the loss falls."""
+    from pipeline.config.params import TrainParams
+    from pipeline.models.seq2seq_rnn_net import AttentionRNN
+    from pipeline.training.loop import train_model
+    rng = np.random.default_rng(3)
+
+    def split(n):
+        rows = [example(s, s[::-1]) for s in (rng.integers(6, VOCAB, rng.integers(1, 6)).tolist() for _ in range(n))]
+        ids = np.concatenate([np.append(r[1:], 4) for r in rows]).astype(np.int32)   # 4: the line end
+        starts = np.cumsum([0] + [len(r) for r in rows[:-1]]).astype(np.int64)
+        mask = np.concatenate([np.arange(len(r)) >= int(np.flatnonzero(r == MARKER)[0]) for r in rows]).astype(np.uint8)
+        return ids, starts, mask
+    (train, ts, tm), (valid, vs, vm) = split(400), split(40)
+    calls = []
+    original = AttentionRNN.teacher_forced
+    monkeypatch.setattr(AttentionRNN, "teacher_forced", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    cfg = case("seq2seq_rnn").cfg
+    result = train_model(cfg, TrainParams(seq_len=16, batch_size=16, epochs=2, steps_per_epoch=20, steps_per_execution=10,
+                                          learning_rate=1e-2, eval_tokens=200), train, valid, VOCAB, "h", 0,
+                         tmp_path / "ckpt", lambda c, v, m: build_model(c, v, m, MARKER), train_mask=tm, valid_mask=vm,
+                         train_starts=ts, valid_starts=vs)
+    assert calls, "the training step never ran the split forward"
+    first, last = result.history[0], result.history[-1]
+    assert np.isfinite(last["train_loss"]) and last["valid_loss"] < first["valid_loss"] < np.log(VOCAB)

@@ -87,6 +87,34 @@ def row_weights(valid: np.ndarray, rows: np.ndarray, mask: np.ndarray | None) ->
     return w
 
 
+def split_at_marker(tokens: np.ndarray, weights: np.ndarray, marker_id: int) -> tuple:
+    """Example rows (tokens (R, W + 1) from each example's ``<bos>``, target weights (R, W)) split
+    at each row's first ``marker_id`` for an encoder-decoder's training step: ``((source (R, S),
+    source lengths (R,), target inputs (R, K)), targets (R, K), weights (R, K))``. The source
+    block is ``<bos> source``; the target block starts at the marker, with the row's targets and
+    weights from there. S and K are :func:`bucket_width` of the longest source and scored target,
+    so each side runs over its own positions (about half of the row each) while only a handful of
+    shapes is compiled. Every scored target is kept: a row that scores a source position (before
+    its marker) is refused. A row without a marker is all source."""
+    tokens, weights = np.asarray(tokens, np.int32), np.asarray(weights, np.float32)
+    width = weights.shape[1]
+    col = np.arange(width)[None, :]
+    found = tokens[:, :width] == marker_id
+    sl = np.where(found.any(axis=1), found.argmax(axis=1), width).astype(np.int32)
+    scored = weights != 0
+    if (scored & (col < sl[:, None])).any():
+        raise SeqlabError("an encoder-decoder's training row scores a position of its source (before the "
+                          "marker): only the target can be trained (data.examples: pairs)")
+    need = np.where(scored, col + 1 - sl[:, None], 0).max(axis=1)
+    s, k = (int(bucket_width(np.array([v.max()]), width)[0]) for v in (sl, need))
+    source = np.where(np.arange(s)[None, :] < sl[:, None], tokens[:, :s], BOS_ID).astype(np.int32)
+    at = sl[:, None] + np.arange(k)[None, :]                        # the target block's row positions
+    padded = np.pad(tokens, ((0, 0), (0, k)), constant_values=BOS_ID)
+    target, y = np.take_along_axis(padded, at, axis=1), np.take_along_axis(padded, at + 1, axis=1)
+    w = np.take_along_axis(np.pad(weights, ((0, 0), (0, k))), at, axis=1)
+    return (source, sl, target), y, w
+
+
 class ExampleSampler:
     """Training rows drawn uniformly over every window position of every example: an example of
     ``L`` tokens offers ``max(1, L - seq_len + 1)`` windows of ``seq_len`` targets (a shorter one

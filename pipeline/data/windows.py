@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.data.examples import ExampleSampler, eval_rows, example_rows, row_weights
+from pipeline.data.examples import ExampleSampler, eval_rows, example_rows, row_weights, split_at_marker
 from pipeline.data.tracks import ExampleTracks, track_offsets
 from pipeline.errors import SeqlabError
 from pipeline.data.vocab_layout import BOS_ID
@@ -96,7 +96,8 @@ def shard_rows(batch_size: int, num_pipelines: int, pipeline_id: int, num_replic
 
 
 def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, seed: int, epoch: int,
-                  input_context=None, mask: np.ndarray | None = None, starts: np.ndarray | None = None):
+                  input_context=None, mask: np.ndarray | None = None, starts: np.ndarray | None = None,
+                  split_at: int | None = None):
     """``steps`` global batches of ``batch_size`` windows for one epoch.
 
     With a ``tf.distribute.InputContext`` (``strategy.distribute_datasets_from_function``) the
@@ -105,7 +106,8 @@ def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, se
     consecutive elements). With a loss ``mask`` (one value per id) the batches also hold the
     targets' weights (:func:`windows_dataset`). With example ``starts`` the rows are drawn by
     :class:`ExampleSampler` in batches grouped by length (and always carry weights); each global
-    batch has one width, which every pipeline's share of it keeps.
+    batch has one width, which every pipeline's share of it keeps. ``split_at``: an encoder-decoder's
+    marker id; its example rows come split there (:func:`windows_dataset`).
     """
     if starts is None:
         offsets = epoch_offsets(len(ids), seq_len, steps * batch_size, seed, epoch).reshape(steps, batch_size)
@@ -116,7 +118,7 @@ def train_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, se
         lo, hi, per_batch = shard_rows(batch_size, input_context.num_input_pipelines,
                                        input_context.input_pipeline_id, input_context.num_replicas_in_sync)
         offsets = offsets[:, lo:hi]
-    return windows_dataset(ids, offsets.reshape((-1,) + offsets.shape[2:]), seq_len, per_batch, mask)
+    return windows_dataset(ids, offsets.reshape((-1,) + offsets.shape[2:]), seq_len, per_batch, mask, split_at)
 
 
 def carried_dataset(ids: np.ndarray, seq_len: int, batch_size: int, steps: int, epoch: int,
@@ -161,14 +163,16 @@ def _sharded_by_hand():
 
 
 def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_size: int,
-                    mask: np.ndarray | None = None):
+                    mask: np.ndarray | None = None, split_at: int | None = None):
     """Batches of ``batch_size`` (inputs, targets) windows ``with_bos(ids)[o:o + seq_len + 1]``, one
     per offset in order (a last partial batch is dropped), gathered from ``ids`` batch by batch on
     the host (``tf.numpy_function``), deterministic and prefetched. With a loss ``mask`` the batches
     are (inputs, targets, weights): the float32 mask value of every target. Offsets of shape (N, 3)
     are example rows (:func:`pipeline.data.examples.example_rows`): always with weights; of shape
     (N, 4), example rows with their batch's width (at most ``seq_len`` targets) in the last column,
-    so that the batches' length varies."""
+    so that the batches' length varies. With ``split_at`` (an encoder-decoder's marker id) example
+    rows come as ((source, source lengths, target inputs), targets, weights), split at the marker
+    (:func:`pipeline.data.examples.split_at_marker`)."""
     import tensorflow as tf
     width = seq_len + 1
     examples = np.ndim(offsets) == 2
@@ -177,7 +181,11 @@ def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_si
     def gather(off):
         if examples:
             rows, valid = example_rows(ids, off[:, :3], int(off[0, 3]) + 1 if ragged else width)
-            return rows, row_weights(valid, off[:, :3], mask)
+            weights = row_weights(valid, off[:, :3], mask)
+            if split_at is not None:
+                (source, lengths, target), y, weights = split_at_marker(rows, weights, split_at)
+                return source, lengths, target, y, weights
+            return rows, weights
         positions = window_positions(off, width)
         rows = stream_at(ids, positions)
         if mask is None:
@@ -186,6 +194,13 @@ def windows_dataset(ids: np.ndarray, offsets: np.ndarray, seq_len: int, batch_si
         return rows, stream_at(mask, positions[:, 1:]).astype(np.float32)
 
     def windows(off):
+        if examples and split_at is not None:
+            source, lengths, target, y, weights = tf.numpy_function(
+                gather, [off], [tf.int32, tf.int32, tf.int32, tf.int32, tf.float32], stateful=False)
+            for t in (source, target, y, weights):
+                t.set_shape((batch_size, None))
+            lengths.set_shape((batch_size,))
+            return (source, lengths, target), y, weights
         if mask is None and not examples:
             w = tf.numpy_function(gather, [off], tf.int32, stateful=False)
         else:

@@ -106,6 +106,16 @@ class AttentionRNN(EncoderDecoder):
         return ops.cond(held > 0, lambda: self._continue(x, cache, training),
                         lambda: self._start(x, ids, ops.full((ops.shape(ids)[0],), steps, "int32"), training))
 
+    def teacher_forced(self, source, source_lengths, target, training=None):
+        """Training's forward of rows split at the marker (:meth:`EncoderDecoder.call`): the encoder
+        over the source block only, the decoder over the target block only, the attention over
+        (target x source) positions: the logits of :meth:`_forward` at the target positions."""
+        sl = ops.cast(source_lengths, "int32")
+        states, keys, init = self.encode(self._dropout(self.embed(source), training), sl, training)
+        seq, _ = self.decoder(self._dropout(self.embed(target), training), initial_state=[init], training=training)
+        context, _ = self.attend(seq, keys, states, before(sl, ops.shape(source)[1]))
+        return self._logits(seq, context, training)
+
     def start_with_cache(self, source, source_lengths, target, target_lengths):
         """``(logits (B, V), cache)`` of prompts laid out by :func:`~.source.split_prompts`: the
         encoder over each row's source, the decoder over its target prefix only (the marker, for a

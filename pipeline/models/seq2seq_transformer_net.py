@@ -210,6 +210,23 @@ class EncoderDecoderTransformer(EncoderDecoder):
         return ops.cond(held > 0, lambda: self._decode(x, cache),
                         lambda: self._start(x, ids, ops.full((ops.shape(ids)[0],), steps, "int32")))
 
+    def teacher_forced(self, source, source_lengths, target, training=None):
+        """Training's forward of rows split at the marker (:meth:`EncoderDecoder.call`): the encoder
+        over the source block only, the decoder over the target block only (causal), cross-attention
+        over (target x source) positions: the logits of :meth:`_full` at the target positions."""
+        sl = ops.cast(source_lengths, "int32")
+        width, steps, batch = ops.shape(source)[1], ops.shape(target)[1], ops.shape(target)[0]
+        valid = before(sl, width)
+        memory = self.encode(self._inputs(self.embed(source), training), valid, training)
+        t = ops.arange(steps, dtype="int32")
+        h = self._target_inputs(self._inputs(self.embed(target), training),
+                                ops.broadcast_to(t[None, :], (batch, steps)), training)
+        self_visible = (t[None, :] <= t[:, None])[None, None]
+        cross_visible = ops.broadcast_to(valid[:, None, None, :], (batch, 1, steps, width))
+        for block in self.decoder:
+            h = block(h, memory, self_visible, cross_visible, training=training)
+        return self.logits(self.final_ln(h))
+
     def start_with_cache(self, source, source_lengths, target, target_lengths):
         """``(logits (B, V), cache)`` of prompts laid out by :func:`~.source.split_prompts`: the
         encoder over each row's source, the decoder over its target prefix only (the marker, for a

@@ -486,6 +486,13 @@ class TrainingRun:
             self.end_epoch(row)
         return clock
 
+    @property
+    def split_at(self) -> int | None:
+        """An encoder-decoder's marker id: its training rows come split there, each side over its
+        own positions (``EncoderDecoder.call``); None for every other family."""
+        reads_source = family_of(self.job.model_cfg).reads_source and self.job.train_starts is not None
+        return self.model.marker_id if reads_source else None
+
     def tokens_per_step(self) -> float:
         """The tokens a step trains on: every position of its windows; in examples mode the
         expected targets inside their examples, as the batches' widths vary (padding is not counted)."""
@@ -499,7 +506,8 @@ class TrainingRun:
         cfg, job = self.cfg, self.job
         if self.carried is None:
             batches = functools.partial(train_dataset, job.train_ids, cfg.seq_len, cfg.batch_size, cfg.steps_per_epoch,
-                                        job.seed, epoch, mask=job.train_mask, starts=job.train_starts)
+                                        job.seed, epoch, mask=job.train_mask, starts=job.train_starts,
+                                        split_at=self.split_at)
         else:
             batches = functools.partial(carried_dataset, job.train_ids, cfg.seq_len, cfg.batch_size,
                                         cfg.steps_per_epoch, epoch, mask=job.train_mask, starts=job.train_starts)
