@@ -5,7 +5,7 @@ per-epoch validation of stream families, and the recurrent regularisers.
 - the training step's forward from the carried state equals one long forward over the track;
 - a run stopped after an epoch resumes with the same tracks and states (equal final weights);
 - the validation of a stream family is the stream score of the first ``eval_tokens``;
-- ``train.keep: best`` ends with the best epoch's weights;
+- ``train.keep: best`` ends with the best epoch's weights; ``train.ema`` with the weights' moving average;
 - in examples mode, tracks of whole examples, the state reset where each example starts;
 - tied embeddings and the parameter checks.
 The two-replica and two-worker runs are in ``test_distribute.py``.
@@ -228,9 +228,9 @@ def test_keep_best_ends_with_the_best_epochs_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(loop.TrainingRun, "validation", lambda self: lambda: next(losses))
     end_epoch = loop.TrainingRun.end_epoch
 
-    def record(self, row):
+    def record(self, row, kept=None):
         seen.append([v.numpy().copy() for v in self.model_vars])
-        end_epoch(self, row)
+        end_epoch(self, row, kept)
 
     monkeypatch.setattr(loop.TrainingRun, "end_epoch", record)
     r = _train(tmp_path, "best", keep="best", state="windows")
@@ -238,6 +238,19 @@ def test_keep_best_ends_with_the_best_epochs_weights(tmp_path, monkeypatch):
     for a, b in zip(seen[1], [v.numpy() for v in r.model.variables]):
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, b) for a, b in zip(seen[2], seen[1]))
+
+
+def test_ema_validates_and_ends_with_the_moving_average_of_the_weights(tmp_path):
+    """With ``train.ema`` the training itself is unchanged (the same losses: validation puts the
+    trained weights back), each epoch validates the moving average, and the run ends with it."""
+    import tensorflow as tf
+    plain, ema = _train(tmp_path, "plain", epochs=2), _train(tmp_path, "ema", epochs=2, ema=0.8)
+    assert [h["train_loss"] for h in ema.history] == [h["train_loss"] for h in plain.history]
+    assert ema.history[-1]["valid_loss"] != plain.history[-1]["valid_loss"]
+    assert not any(np.allclose(a, b) for a, b in zip(_weights(ema), _weights(plain)) if a.size > 1)
+    valid = _ids(300, 3)[:200]
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=valid[None], logits=ema.model(with_bos(valid)[None, :-1]))
+    assert ema.history[-1]["valid_loss"] == pytest.approx(float(tf.reduce_mean(nll)), abs=1e-5)
 
 
 def test_state_settings_that_cannot_apply_are_refused(tmp_path):

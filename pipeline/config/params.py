@@ -74,6 +74,9 @@ class TrainParams:
     # tracks with the state carried from window to window (stream families); auto: carried where it applies
     state: str = field(default="auto", metadata=_spec(choices=("auto", "windows", "carried")))
     keep: str = field(default="last", metadata=_spec(choices=("last", "best")))   # best: the epoch of least validation loss
+    # Polyak averaging: the momentum of a moving average of the weights, which validation scores and
+    # the run ends with (0: off, the last weights)
+    ema: float = field(default=0.0, metadata=_spec(ge=0, lt=1))
 
 
 @dataclass(frozen=True)

@@ -234,19 +234,16 @@ class EncoderDecoderTransformer(EncoderDecoder):
         sl, tl = ops.cast(source_lengths, "int32"), ops.cast(target_lengths, "int32")
         width, steps = ops.shape(source)[1], ops.shape(target)[1]
         memory = self.encode(self._inputs(self.embed(source), None), before(sl, width))
-        memory = pad_slots(memory, self.max_len)
         t = ops.arange(steps, dtype="int32")
         h = self._target_inputs(self._inputs(self.embed(target), None),
                                 ops.broadcast_to(t[None, :], (ops.shape(target)[0], steps)), None)
         self_visible = (t[None, :] <= t[:, None])[None, None]
-        cross_visible = ops.broadcast_to(before(sl, self.max_len)[:, None, None, :],
-                                         (ops.shape(target)[0], 1, steps, self.max_len))
+        cross_visible = ops.broadcast_to(before(sl, width)[:, None, None, :], (ops.shape(target)[0], 1, steps, width))
         cache = []
-        for block in self.decoder:
-            cross = [ops.cast(c, "float32") for c in block.cross_keys(memory)]
+        for block in self.decoder:         # cross keys and values of the source's own width, then padded
+            cross = block.cross_keys(memory)
             h, k, v, _ = block.forward(h, memory, self_visible, cross_visible, cross=cross)
-            cache += [ops.cast(pad_slots(k, self.max_len, axis=2), "float32"),
-                      ops.cast(pad_slots(v, self.max_len, axis=2), "float32")] + cross
+            cache += [ops.cast(pad_slots(t, self.max_len, axis=2), "float32") for t in (k, v, *cross)]
         logits = self.logits(self.final_ln(last_positions(h, ops.maximum(tl, 1))[:, None]))[:, 0]
         return logits, tuple(cache) + (ops.cast(sl, "float32"), ops.cast(tl, "float32"))
 

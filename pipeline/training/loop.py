@@ -55,7 +55,7 @@ from pipeline.models.family import STREAM, ModelParams
 from pipeline.models.catalog import family_of
 from pipeline.training.carried import CarriedState
 from pipeline.training.checkpoint import Checkpoint, fingerprint
-from pipeline.training.optimizer import apply_aggregated, make_optimizer
+from pipeline.training.optimizer import apply_aggregated, averaged_weights, make_optimizer, use_averages
 from pipeline.training.runtime import is_chief, resolve_jit, resolve_precision, resolve_state, resolve_strategy
 
 
@@ -475,16 +475,25 @@ class TrainingRun:
             losses, lr, seconds = self.run_epoch(epoch, run_steps, clock)
             clock.epoch(seconds)
             step = (epoch + 1) * cfg.steps_per_epoch
+            valid, kept = self.validate(valid_loss)
             row = {"epoch": epoch + 1, "step": step, "tokens_seen": round(step * clock.tokens_per_step),
-                   "train_seconds": clock.step_time, "train_loss": float(np.mean(losses)), "valid_loss": valid_loss(),
+                   "train_seconds": clock.step_time, "train_loss": float(np.mean(losses)), "valid_loss": valid,
                    "learning_rate": lr, "seconds": seconds,
                    "tokens_per_second": clock.tokens_per_step * cfg.steps_per_epoch / seconds}
             row["valid_bits_per_token"] = row["valid_loss"] / math.log(2)
             self.history.append(row)
             self.setup.say(f"epoch {row['epoch']}/{cfg.epochs}: train_loss {row['train_loss']:.4f} "
                            f"valid_loss {row['valid_loss']:.4f} ({row['tokens_per_second']:.0f} tokens/s)", flush=True)
-            self.end_epoch(row)
+            self.end_epoch(row, kept)
         return clock
+
+    def validate(self, valid_loss: Callable[[], float]) -> tuple[float, list | None]:
+        """The validation loss of the weights the run would end with (with ``train.ema``, their
+        moving average) and, with ``train.keep: best``, those weights (the best checkpoint's)."""
+        with averaged_weights(self.optimizer, self.model.trainable_variables):
+            loss = valid_loss()
+            kept = [v.numpy() for v in self.model_vars] if self.cfg.keep == "best" else None
+        return loss, kept
 
     @property
     def split_at(self) -> int | None:
@@ -528,10 +537,10 @@ class TrainingRun:
             bar.update(done, values=[("loss", float(np.mean(losses))), ("lr", lr)])
         return epoch_losses, lr, time.perf_counter() - t_epoch
 
-    def end_epoch(self, row: dict) -> None:
+    def end_epoch(self, row: dict, kept: list | None = None) -> None:
         """The checks that the losses did not show, then ``on_epoch`` and the checkpoint (with the
-        carried state, and with ``train.keep: best`` the best weights so far): on the chief only,
-        as the other workers hold the same values."""
+        carried state, and with ``train.keep: best`` the best weights so far, ``kept`` as
+        :meth:`validate` scored them): on the chief only, as the other workers hold the same values."""
         weights = [v.numpy() for v in self.model_vars]
         _check_finite(row, weights, self.model_vars, self.cfg)   # before anything is logged or saved
         better = self.cfg.keep == "best" and (self.best is None or row["valid_loss"] < self.best["valid_loss"])
@@ -542,7 +551,7 @@ class TrainingRun:
             if self.job.on_epoch is not None:
                 self.job.on_epoch(row)
             if better:
-                self.best_ckpt.save(dict(self.best), weights, [])
+                self.best_ckpt.save(dict(self.best), kept, [])
             self.ckpt.save({"epoch": row["epoch"], "history": self.history, "best": self.best}, weights,
                            [v.numpy() for v in self.opt_vars], states)
 
@@ -572,7 +581,10 @@ class TrainingRun:
 
     def result(self, clock: Clock) -> TrainResult:
         cfg = self.cfg
-        settings = self.setup.settings | {"state": self.state, "keep": cfg.keep, "kept_epoch": self.keep_best()}
+        kept_epoch = self.keep_best()
+        if kept_epoch == len(self.history):     # the last weights: with train.ema, their moving average
+            use_averages(self.optimizer, self.model.trainable_variables)
+        settings = self.setup.settings | {"state": self.state, "keep": cfg.keep, "kept_epoch": kept_epoch}
         return TrainResult(model=self.model, history=self.history, train_seconds=clock.step_time,
                            tokens_per_second=clock.tokens_per_second(len(self.history), cfg.steps_per_epoch),
                            steps=cfg.epochs * cfg.steps_per_epoch, resumed_from_epoch=self.start_epoch,

@@ -5,6 +5,7 @@ so that clipping sees the global gradient; see ``pipeline.training.loop``.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 
 from pipeline.config.params import TrainParams
@@ -31,7 +32,8 @@ def _adamw_class():
 
 
 def make_optimizer(cfg: TrainParams, total_steps: int, precision: str = "float32"):
-    """AdamW (warm-up + cosine, global-norm clipping), wrapped for dynamic loss scaling under float16.
+    """AdamW (warm-up + cosine, global-norm clipping), wrapped for dynamic loss scaling under float16;
+    with ``train.ema`` it also keeps the moving average of the weights (Keras's ``use_ema``).
 
     Use it with :func:`apply_aggregated`, which sums the gradients across replicas first.
     """
@@ -42,12 +44,42 @@ def make_optimizer(cfg: TrainParams, total_steps: int, precision: str = "float32
         decay_steps=max(total_steps - warmup, 1), alpha=cfg.min_lr_ratio,
         warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup)
     opt = _adamw_class()(learning_rate=schedule, weight_decay=cfg.weight_decay, beta_1=cfg.beta1,
-                         beta_2=cfg.beta2, global_clipnorm=cfg.clipnorm or None)
+                         beta_2=cfg.beta2, global_clipnorm=cfg.clipnorm or None, use_ema=cfg.ema > 0,
+                         ema_momentum=cfg.ema or 0.99)
     # decay matrices only, as is usual: never biases, norms or gains
     opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     if precision == "mixed_float16":  # what Model.compile does for this policy; fit is not used here
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
+
+
+def _averaging(optimizer):
+    """The optimizer that keeps the weights' moving average, or None (``train.ema`` 0)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)      # under LossScaleOptimizer
+    return inner if inner.use_ema else None
+
+
+def use_averages(optimizer, variables) -> None:
+    """Put the moving averages in place of the trained weights (with ``train.ema``; else nothing)."""
+    averaging = _averaging(optimizer)
+    if averaging is not None:
+        averaging.finalize_variable_values(variables)
+
+
+@contextlib.contextmanager
+def averaged_weights(optimizer, variables):
+    """Within: ``variables`` hold their moving averages (with ``train.ema``); after: the trained
+    weights again, so that training continues from them."""
+    if _averaging(optimizer) is None:
+        yield
+        return
+    trained = [v.numpy() for v in variables]
+    use_averages(optimizer, variables)
+    try:
+        yield
+    finally:
+        for v, value in zip(variables, trained):
+            v.assign(value)
 
 
 def apply_aggregated(optimizer, grads, variables) -> None:
