@@ -5,7 +5,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .layers import GatedResidualBlock, embedding_initializer
+from .layers import Dropout, GatedResidualBlock, embedding_initializer
 from .sequence_model import PACKAGE, SequenceModel
 
 
@@ -40,7 +40,7 @@ class ConvLM(SequenceModel):
         self.skip_sum = keras.layers.Add(name="skip_sum") if len(self.blocks) > 1 else None
         self.head_relu = keras.layers.ReLU(name="head_relu")
         self.head = keras.layers.Dense(cfg.units, activation="relu", name="head")
-        self.head_drop = keras.layers.Dropout(cfg.dropout, name="head_dropout") if cfg.dropout > 0 else None
+        self.head_drop = Dropout(cfg.dropout, name="head_dropout") if cfg.dropout > 0 else None
         self.logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")
         self._layout(int(cfg.kernel_size), [b.history for b in self.blocks])
         # input positions (the current one included) that one output depends on: 1 + sum (k-1)*d

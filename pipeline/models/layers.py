@@ -23,6 +23,38 @@ def embedding_initializer(embed_init: str):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Dropout(keras.layers.Dropout):
+    """``keras.layers.Dropout`` with its mask drawn as ``uniform >= rate``, by Philox on TensorFlow.
+
+    Keras's TensorFlow random ops leave TensorFlow to pick the algorithm (``auto_select``) from a
+    seed known only at run time; compiled by XLA on a CPU that draw costs about 210 ms per million
+    numbers against 5 ms with Philox named (2-core Xeon), and made the recurrent
+    encoder-decoder's training step 2.7x slower at dropout 0.2. Other backends draw with
+    ``keras.random.uniform``. The mask has the same law (each element kept with probability
+    1 - rate, scaled by 1 / (1 - rate)) from the layer's own seed generator, so a run stays
+    reproducible.
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        shape = ops.shape(inputs) if self.noise_shape is None else self._get_concrete_noise_shape(inputs)
+        keep = self._uniform(shape) >= self.rate
+        return ops.where(keep, inputs * ops.cast(1.0 / (1.0 - self.rate), inputs.dtype), ops.zeros_like(inputs))
+
+    def _uniform(self, shape):
+        if keras.backend.backend() != "tensorflow":
+            return keras.random.uniform(shape, seed=self.seed_generator)
+        import tensorflow as tf
+        seed = tf.cast(tf.math.floormod(self.seed_generator.next(), tf.int32.max - 1), tf.int32)  # as Keras casts it
+        return tf.random.stateless_uniform(shape, seed=seed, alg="philox")
+
+    def _get_concrete_noise_shape(self, inputs):
+        concrete = ops.shape(inputs)
+        return tuple(c if n is None else n for n, c in zip(self.noise_shape, concrete))
+
+
 class TokenEmbedding(keras.layers.Layer):
     """Token embedding that can also be applied in reverse as a tied output projection.
 
@@ -133,7 +165,7 @@ class DecoderBlock(keras.layers.Layer):
         self.ln2 = keras.layers.LayerNormalization(epsilon=epsilon, name="ln2", dtype=self.dtype_policy)
         self.ff_in = keras.layers.Dense(self.ff_dim, activation="gelu", name="ff_in", dtype=self.dtype_policy)
         self.ff_out = keras.layers.Dense(self.units, name="ff_out", dtype=self.dtype_policy)
-        self.drop = keras.layers.Dropout(self.dropout) if self.dropout > 0 else None
+        self.drop = Dropout(self.dropout) if self.dropout > 0 else None
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -225,7 +257,7 @@ class GatedResidualBlock(keras.layers.Layer):
         self.dropout = float(dropout)
         self.history = (self.kernel_size - 1) * self.dilation
         self.res_skip = keras.layers.Dense(2 * self.channels, name="res_skip", dtype=self.dtype_policy)
-        self.drop = keras.layers.Dropout(self.dropout) if self.dropout > 0 else None
+        self.drop = Dropout(self.dropout) if self.dropout > 0 else None
         # made here, not in build: every initialiser draws its seed when it is made, so a model's
         # weights depend on the order its layers are made in, never on when they are built
         self.kernel_initializer = keras.initializers.GlorotUniform()

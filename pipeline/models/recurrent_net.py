@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .layers import TokenEmbedding, embedding_initializer
+from .layers import Dropout, TokenEmbedding, embedding_initializer
 from .sequence_model import PACKAGE, SequenceModel
 
 
@@ -36,7 +36,7 @@ class RecurrentLM(SequenceModel):
             self.embedding = keras.layers.Embedding(vocab_size, cfg.embed_dim, name="embedding",
                                                     embeddings_initializer=embedding_initializer(cfg.embed_init))
         embed_dropout = getattr(cfg, "embed_dropout", 0.0)
-        self.embed_drop = keras.layers.Dropout(embed_dropout, name="embed_dropout") if embed_dropout > 0 else None
+        self.embed_drop = Dropout(embed_dropout, name="embed_dropout") if embed_dropout > 0 else None
         recurrent_dropout = getattr(cfg, "recurrent_dropout", 0.0)
         extra = {"recurrent_dropout": recurrent_dropout} if recurrent_dropout > 0 else {}
         self.rnns, self.drops = [], []
@@ -44,7 +44,7 @@ class RecurrentLM(SequenceModel):
             self.rnns.append(cls(cfg.units, return_sequences=True, return_state=True, name=f"rnn_{i}",
                                  **recurrent_layer_initializers(cfg, family.forget_bias), **extra))
             if cfg.dropout > 0:
-                self.drops.append(keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}"))
+                self.drops.append(Dropout(cfg.dropout, name=f"dropout_{i}"))
         self.head = None if self.tied else keras.layers.Dense(vocab_size, dtype="float32", name="logits",
                                                               **output_initializers(cfg))
 

@@ -6,7 +6,7 @@ from keras import ops
 
 from .fast_rnn import FastGRU
 from .encoder_decoder import EncoderDecoder
-from .layers import embedding_initializer
+from .layers import Dropout, embedding_initializer
 from .sequence_model import PACKAGE
 from .source import before, gather_rows, last_positions, pad_slots, source_length, source_mask
 
@@ -37,7 +37,7 @@ class AttentionRNN(EncoderDecoder):
         self.attention_units = int(cfg.attention_units) or units
         self.embedding = keras.layers.Embedding(vocab_size, cfg.embed_dim, name="embedding",
                                                 embeddings_initializer=embedding_initializer(cfg.embed_init))
-        self.drop = keras.layers.Dropout(cfg.dropout, name="dropout") if cfg.dropout > 0 else None
+        self.drop = Dropout(cfg.dropout, name="dropout") if cfg.dropout > 0 else None
         self.encoder_forward = FastGRU(units // 2, return_sequences=True, name="encoder_forward")
         self.encoder_backward = FastGRU(units // 2, return_sequences=True, name="encoder_backward")
         self.bridge = keras.layers.Dense(units, activation="tanh", name="bridge")

@@ -5,7 +5,7 @@ import keras
 from keras import ops
 
 from .encoder_decoder import EncoderDecoder
-from .layers import PositionEmbedding, embedding_initializer
+from .layers import Dropout, PositionEmbedding, embedding_initializer
 from .sequence_model import PACKAGE
 from .source import (before, gather_positions, last_positions, pad_slots, source_length, source_mask,
                      write_rows)
@@ -50,7 +50,7 @@ class EncoderBlock(_Attention):
         self.ln2 = keras.layers.LayerNormalization(epsilon=1e-5, name="ln2")
         self.ff_in = keras.layers.Dense(self.ff_dim, activation="gelu", name="ff_in")
         self.ff_out = keras.layers.Dense(self.units, name="ff_out")
-        self.drop = keras.layers.Dropout(self.dropout) if self.dropout > 0 else None
+        self.drop = Dropout(self.dropout) if self.dropout > 0 else None
 
     def _drop(self, x, training):
         return x if self.drop is None else self.drop(x, training=training)
@@ -140,7 +140,7 @@ class EncoderDecoderTransformer(EncoderDecoder):
         self.embed_proj = keras.layers.Dense(units, name="embed_proj") if embed_dim != units else None
         self.source_positions = PositionEmbedding(max_len, init, name="source_positions")
         self.target_positions = PositionEmbedding(max_len, init, name="target_positions")
-        self.drop = keras.layers.Dropout(cfg.dropout, name="embed_dropout") if cfg.dropout > 0 else None
+        self.drop = Dropout(cfg.dropout, name="embed_dropout") if cfg.dropout > 0 else None
         ff_dim = int(cfg.ff_dim) or 4 * units
         self.encoder = [EncoderBlock(units, self.heads, ff_dim, cfg.dropout, name=f"encoder_{i}")
                         for i in range(int(cfg.layers))]

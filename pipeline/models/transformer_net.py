@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from .layers import DecoderBlock, PositionEmbedding, TokenEmbedding, embedding_initializer
+from .layers import DecoderBlock, Dropout, PositionEmbedding, TokenEmbedding, embedding_initializer
 from .sequence_model import PACKAGE, SequenceModel
 
 
@@ -34,7 +34,7 @@ class TransformerLM(SequenceModel):
                                                     name="embedding")
         self.embed_proj = keras.layers.Dense(units, name="embed_proj") if embed_dim != units else None
         self.positions = PositionEmbedding(max_len, init, name="positions")
-        self.embed_drop = keras.layers.Dropout(cfg.dropout, name="embed_dropout") if cfg.dropout > 0 else None
+        self.embed_drop = Dropout(cfg.dropout, name="embed_dropout") if cfg.dropout > 0 else None
         ff_dim = int(cfg.ff_dim) if int(getattr(cfg, "ff_dim", 0) or 0) > 0 else 4 * units
         self.blocks = [DecoderBlock(units, self.heads, ff_dim, cfg.dropout, name=f"block_{i}")
                        for i in range(int(cfg.layers))]
