@@ -23,7 +23,6 @@ def embedding_initializer(embed_init: str):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-@keras.saving.register_keras_serializable(package=PACKAGE)
 class Dropout(keras.layers.Dropout):
     """``keras.layers.Dropout`` with its mask drawn as ``uniform >= rate``, by Philox on TensorFlow.
 
@@ -55,6 +54,7 @@ class Dropout(keras.layers.Dropout):
         return tuple(c if n is None else n for n, c in zip(self.noise_shape, concrete))
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class TokenEmbedding(keras.layers.Layer):
     """Token embedding that can also be applied in reverse as a tied output projection.
 
