@@ -90,6 +90,22 @@ def test_working_memory_follows_the_budget_not_the_corpus(tmp_path):
     assert isinstance(lm._keys[4], np.memmap) and lm.num_ngrams[4] > 500_000
 
 
+def test_memory_mapped_members_are_aligned_and_searched_in_place(tmp_path):
+    """Every member's data starts at a multiple of 64 bytes in the file, for the in-memory writer
+    and the external build alike: NumPy searches an unaligned map only after copying all of it."""
+    tokens = np.random.default_rng(4).integers(1, 9, 3000)
+    KneserNeyLM.fit(tokens, 9, 4).save(tmp_path / "fit.npz")
+    build_kneser_ney(tokens, 9, 4, tmp_path / "built.npz", tmp_dir=tmp_path)
+    for name in ("fit.npz", "built.npz"):
+        lm = KneserNeyLM.load(tmp_path / name, mmap=True)
+        arrays = [*lm._keys.values(), *lm._logp.values(), *lm._logb.values()]
+        assert len(arrays) == 3 + 4 + 3
+        for a in arrays:
+            assert isinstance(a, np.memmap) and a.offset % 64 == 0 and a.flags.aligned, (name, a.offset)
+        with np.load(tmp_path / name, allow_pickle=False) as z:      # still a plain .npz
+            np.testing.assert_array_equal(z["keys_4"], lm._keys[4])
+
+
 def test_progress_reports_an_eta(tmp_path, capsys):
     build_kneser_ney(np.arange(3000) % 11 + 1, 12, 3, tmp_path / "m.npz", tmp_dir=tmp_path, progress=True,
                      chunk=500, block=100)
