@@ -16,7 +16,10 @@ def masked_attention(q, k, v, visible):
     (output (B, H, T, D) float32, weights (B, H, T, S)). A query with no visible key gets the
     mean of the values (its row is never scored)."""
     scores = ops.einsum("bhtd,bhsd->bhts", ops.cast(q, "float32"), ops.cast(k, "float32")) * (q.shape[-1] ** -0.5)
-    weights = ops.softmax(ops.where(visible, scores, -1e30), axis=-1)
+    if scores.shape[-1] == 1:        # one key (a start's lone marker): its weight is 1, visible or not
+        weights = ops.ones_like(scores)
+    else:
+        weights = ops.softmax(ops.where(visible, scores, -1e30), axis=-1)
     return ops.einsum("bhts,bhsd->bhtd", weights, ops.cast(v, "float32")), weights
 
 
