@@ -288,17 +288,18 @@ def test_model_run_tags_resume_and_history(mlflow_store):
         assert fresh.id != run_id                      # unknown id: a new run
 
 
-def test_log_keras_model_registers_loads_back(mlflow_store, vocab_file):
+def test_log_keras_model_registers_loads_back(mlflow_store, vocab_file, monkeypatch):
     import mlflow
     model = tiny_model()
     x = np.random.default_rng(0).integers(0, 20, size=(3, 7)).astype(np.int32)
     name = registry.registered_name("seqlab-keras", "lstm")
+    checks = serving_checks(monkeypatch)
     with runs.model_run("seqlab-keras", "lstm", "train", "hashK"):
         t0 = time.perf_counter()
         version = keras_model.log_keras_model(model, vocab_file, name, "hashK", {"test_bpc": 3.25})
         seconds = time.perf_counter() - t0
     print(f"log_keras_model: {seconds:.2f} s")
-    assert seconds < 30
+    assert seconds < 30 and checks == []
     client = store.client()
     mv = client.get_model_version(name, version)
     assert mv.tags["data_hash"] == "hashK" and float(mv.tags["test_bpc"]) == 3.25
@@ -446,7 +447,16 @@ def stub_load_model(folder):
     return HostSampler(StubModel(folder))
 
 
-def test_generator_pyfunc_with_stub_decoder(mlflow_store, tmp_path, vocab_file):
+def serving_checks(monkeypatch) -> list:
+    """The calls of MLflow's in-process serving check (``Model.log`` loads the model it saved and
+    predicts its input example): seqlab logs without it (pipeline.tracking.flavors)."""
+    import mlflow.models.utils
+    calls = []
+    monkeypatch.setattr(mlflow.models.utils, "_validate_serving_input", lambda *a, **k: calls.append(a))
+    return calls
+
+
+def test_generator_pyfunc_with_stub_decoder(mlflow_store, tmp_path, vocab_file, monkeypatch):
     import mlflow
     import pandas as pd
 
@@ -457,11 +467,15 @@ def test_generator_pyfunc_with_stub_decoder(mlflow_store, tmp_path, vocab_file):
     stubbed = pyfunc.TextGenerator({"max_tokens": 4}, load_model_fn=stub_load_model,
                                    load_tokenizer_fn=stub_load_tokenizer)
     with runs.model_run("seqlab-serving", "lstm", "serve", "hashG"):
+        checks = serving_checks(monkeypatch)
         info = pyfunc.log_generator(folder, vocab_file, RecurrentParams(family="lstm", units=8),
                                     python_model=stubbed)
+    assert checks == []                                  # logged without running it
     pf = mlflow.pyfunc.load_model(info.model_uri)
     assert info.signature.params.to_dict()[0]["default"] == 4
+    assert info.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.model"
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri))
+    assert json.loads((local / "serving_input_example.json").read_text())["dataframe_split"]["data"][0][0] == "The "
     assert (local / "code" / "pipeline" / "tracking" / "pyfunc.py").exists()   # decoding code travels along
 
     out = pf.predict(["ab", "cd"], params={"seed": 7, "temperature": 0.5})

@@ -9,6 +9,7 @@ import os
 import types
 from pathlib import Path
 
+from pipeline.tracking.flavors import NO_SERVING_CHECK, unchecked_flavor
 from pipeline.tracking.registry import set_version_metrics
 from pipeline.tracking.requirements import pip_requirements
 from pipeline.tracking.runs import DATA_HASH_TAG
@@ -27,6 +28,7 @@ def _keras_flavor(extra_files: dict[str, Path]) -> types.SimpleNamespace:
       (mlflow/mlflow#16183, still open in MLflow 3.17).
     - It copies ``extra_files`` (the vocabulary) into the model folder, so they are uploaded in
       the same step and travel with every registered version (``models:/.../vocab.json``).
+    - It is logged without MLflow's in-process serving check (:mod:`pipeline.tracking.flavors`).
 
     ``Model.log(flavor=...)`` is exactly what ``mlflow.keras.log_model`` calls, so the MLmodel
     file, the flavor name and the loader (``mlflow.keras``) are the same.
@@ -41,7 +43,7 @@ def _keras_flavor(extra_files: dict[str, Path]) -> types.SimpleNamespace:
         for name, src in extra_files.items():
             shutil.copyfile(src, os.path.join(path, name))
 
-    return types.SimpleNamespace(__name__=mlflow.keras.__name__, save_model=save_model)
+    return unchecked_flavor(mlflow.keras.__name__, save_model)
 
 
 def keras_signature(vocab_size: int):
@@ -98,6 +100,7 @@ def log_keras_model(model, vocab_path: Path, registered_name: str | None, data_h
             metadata={"vocab_file": VOCAB_FILE, DATA_HASH_TAG: data_hash},
             registered_model_name=registered_name,
             tags=tags,
+            **NO_SERVING_CHECK,
         )
     finally:
         if interactive:

@@ -256,13 +256,14 @@ def log_generator(network_folder, vocab_path, model_cfg=None, name: str = "gener
     source its family needs besides ``pipeline/`` (None for the n-gram). ``defaults`` override the sampler defaults (:data:`DEFAULTS`);
     they become the params' defaults in the signature. ``python_model`` replaces the pyfunc
     (tests). ``registered_name`` also registers it. The serving example (one greedy token of
-    "The ") is validated by MLflow in-process; if that fails MLflow logs a warning and the model
-    is still logged.
+    "The ") is saved with it, without MLflow's in-process check (:mod:`pipeline.tracking.flavors`).
     """
     import logging
 
     import mlflow
+    from mlflow.models import Model
 
+    from pipeline.tracking.flavors import NO_SERVING_CHECK, unchecked_flavor
     from pipeline.tracking.requirements import pip_requirements
     from pipeline.tracking.store import quiet_mlflow
 
@@ -270,8 +271,7 @@ def log_generator(network_folder, vocab_path, model_cfg=None, name: str = "gener
     if mlflow.active_run() is None:
         raise RuntimeError("log_generator needs an active MLflow run")
     python_model = python_model or TextGenerator(defaults)
-    # One short greedy token: MLflow saves it as the serving example and checks it by loading
-    # the logged model and predicting once.
+    # One short greedy token: MLflow saves it as the serving example (the UI shows it).
     example = pd.DataFrame({"prompt": ["The "], "max_tokens": [1], "temperature": [0.0],
                             "seed": [0]})
     # The pickled object holds only `defaults` (the class is pickled by reference and shipped as
@@ -281,8 +281,11 @@ def log_generator(network_folder, vocab_path, model_cfg=None, name: str = "gener
     pyfunc_logger = logging.getLogger("mlflow.pyfunc")
     pyfunc_logger.addFilter(pickle_note)
     try:
-        return mlflow.pyfunc.log_model(
+        return Model.log(
+            artifact_path=None,
             name=name,
+            flavor=unchecked_flavor(mlflow.pyfunc.__name__, mlflow.pyfunc.save_model),
+            flavor_name="pyfunc.CustomPythonModel",       # what mlflow.pyfunc.log_model records for it
             python_model=python_model,
             artifacts={"network": str(network_folder), "vocab": str(vocab_path)},
             code_paths=[str(p) for p in shipped_code(model_cfg)],
@@ -290,6 +293,7 @@ def log_generator(network_folder, vocab_path, model_cfg=None, name: str = "gener
             input_example=example,
             pip_requirements=pip_requirements(),
             registered_model_name=registered_name,
+            **NO_SERVING_CHECK,
         )
     finally:
         pyfunc_logger.removeFilter(pickle_note)
