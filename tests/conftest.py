@@ -31,7 +31,7 @@ def tracking_store(folder: Path):
 
 # The longest modules first, so that `make test`'s two pytest-xdist workers (`--dist loadfile`)
 # start them at once and finish together; the order within a module is kept.
-LONGEST_FIRST = ("test_pipeline_e2e.py", "test_resume.py", "test_distribute.py", "test_stage_errors.py")
+LONGEST_FIRST = ("test_pipeline_e2e.py", "test_resume.py", "test_stage_errors.py", "test_distribute.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -13,7 +13,7 @@
 
 With the rnn's default ``train.state`` (carried) each replica keeps its own tracks' state; the
 mirrored run is repeated with random windows (``train.state: windows``). About 70 s on two
-otherwise idle CPU cores; more when other jobs share them.
+otherwise idle CPU cores; more when other jobs share them, so the module is marked slow (CI runs it).
 """
 import json
 import os
@@ -26,6 +26,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow   # in CI (.ci/run) after `make test`, which it keeps under 10 minutes
 
 LOSS_TOL = 1e-5     # absolute, on per-epoch mean losses around 3.8 nats
 WEIGHT_TOL = 1e-4   # absolute, on every final weight

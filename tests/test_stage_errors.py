@@ -40,6 +40,7 @@ def test_misspelt_param_fails_before_any_work(repo):
     assert not (repo / "data").exists()
 
 
+@pytest.mark.slow   # in CI (.ci/run) after `make test`, which it keeps under 10 minutes
 def test_unknown_architecture_and_short_corpus(repo):
     assert stage(repo, "stages.prepare").returncode == 0
     p = stage(repo, "stages.train", "tranformer")

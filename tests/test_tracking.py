@@ -701,6 +701,7 @@ def test_a_run_whose_stage_was_killed_is_ended_and_its_version_marked(mlflow_sto
     assert runs.INCOMPLETE_TAG in client.get_model_version("seqlab-killed-gru", version).tags
 
 
+@pytest.mark.slow   # in CI (.ci/run) after `make test`, which it keeps under 10 minutes
 def test_a_transducer_is_served_from_a_fresh_process_outside_the_repo(mlflow_store, tmp_path):
     """A network of paired data served as a transducer: requests with a `source` column decode each
     source to its output, greedy or by a beam (`beam_width`, checked like every setting), in a
