@@ -31,9 +31,9 @@ def test_a_beam_of_width_one_is_the_compiled_greedy_decoder(c):
     prompts = [random_ids(rng, 1, min(n, context - 1 - num) + 1)[0, 1:] for n in (2, 4, 4, 6, 2)]
     search = BeamDecoder(built(c).stepper, VOCAB, END, width=1, max_tokens=num, batch_size=2, alpha=0.6)
     beam = search.decode(prompts)
-    # three batches of different lengths, one compiled shape (each further one is an XLA compilation)
-    compiled = [f for f in (search._search, search._start) if hasattr(f, "experimental_get_tracing_count")]
-    assert sum(f.experimental_get_tracing_count() for f in compiled) in ((1,) if compiled else (0,))
+    # a prefix model's three batches of different lengths: one compiled shape (each is an XLA compilation)
+    if not built(c).stepper.ragged_start and hasattr(search._search, "experimental_get_tracing_count"):
+        assert search._search.experimental_get_tracing_count() == 1
     greedy = decoder(c).generate(prompts, num, temperature=0.0)
     for got, want in zip(beam, greedy):
         stop = np.flatnonzero(want == END)

@@ -107,11 +107,12 @@ class BeamDecoder:
 
     def _rows(self, prompts: int, batches: int) -> int:
         """The rows of a compiled call of ``prompts`` prompts, one of ``batches`` in a decode:
-        every batch of a decode of several is padded to ``batch_size`` rows (and an
-        encoder-decoder's start inputs to the widest batch's, :func:`_widest`), so that the whole
-        decode compiles once (each further shape cost an XLA compilation of the loop, 2 to 5 s of
-        g2p's evaluate stages, more than decoding the padding); a decode of a single batch (a
-        served request) is padded to a power of two only."""
+        every batch of a decode of several is padded to ``batch_size`` rows, so that a prefix
+        model's decode compiles once (each row count cost an XLA compilation of the loop, about a
+        second of each of g2p's evaluate stages, more than decoding the padding rows); a decode of
+        a single batch (a served request) is padded to a power of two only. An encoder-decoder's
+        batches keep their own source widths (16, 32, ...): padding every source to the widest
+        saved a compilation but slowed the steady decode of dates by a quarter."""
         return self.batch_size if batches > 1 else min(self.batch_size, pow2_at_least(prompts))
 
     def decode(self, prompts: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -126,22 +127,18 @@ class BeamDecoder:
         if len(prompts) and limits.min() < 1:
             n = lengths[int(np.argmin(limits))]
             raise ValueError(f"a prompt of {n} tokens leaves no room to decode in max_context {context}")
-        batches, groups = [], self._batches(lengths)
-        for idx in groups:
-            idx_rows = idx + [idx[0]] * (self._rows(len(idx), len(groups)) - len(idx))
-            ids = np.zeros((len(idx_rows), max(lengths[i] for i in idx) + 1), np.int32)
+        batches = self._batches(lengths)
+        for idx in batches:
+            rows = self._rows(len(idx), len(batches))
+            idx_rows = idx + [idx[0]] * (rows - len(idx))
+            ids = np.zeros((rows, max(lengths[i] for i in idx) + 1), np.int32)
             ids[:, 0] = BOS_ID
             for r, i in enumerate(idx_rows):
                 ids[r, 1:lengths[i] + 1] = prompts[i]
-            batches.append((idx, idx_rows, ids))
-        if self.stepper.ragged_start:
-            starts = _widest([self.stepper.start_inputs(ids, np.array([lengths[i] + 1 for i in idx_rows]))
-                              for _, idx_rows, ids in batches])
-        for b, (idx, idx_rows, ids) in enumerate(batches):
-            rows = len(idx_rows)
             row_limits = ops.convert_to_tensor(np.where(np.arange(rows) < len(idx), limits[idx_rows], 1).astype(np.int32))
             if self.stepper.ragged_start:
-                found = self._start(row_limits, *(ops.convert_to_tensor(a) for a in starts[b]))
+                inputs = self.stepper.start_inputs(ids, np.array([lengths[i] + 1 for i in idx_rows]))
+                found = self._start(row_limits, *(ops.convert_to_tensor(a) for a in inputs))
             else:
                 logits, state = self.stepper.prefill_for_device(ids)
                 tile = lambda a, axis=0: ops.convert_to_tensor(np.repeat(np.asarray(a), self.width, axis=axis))  # noqa: E731
@@ -155,12 +152,3 @@ class BeamDecoder:
                 stop = np.flatnonzero(best == self.end_id)
                 outputs[i] = best[:stop[0] if stop.size else min(int(limits[i]), len(best))].astype(np.int32)
         return outputs
-
-
-def _widest(layouts: list[tuple]) -> list[tuple]:
-    """Batches' start inputs (``Stepper.start_inputs``: 2-D arrays right-padded with zeros beside
-    their lengths) each padded with zeros to the widest batch's widths, one shape for them all."""
-    widths = [max(layout[k].shape[1] for layout in layouts) if np.ndim(layouts[0][k]) == 2 else None
-              for k in range(len(layouts[0]))] if layouts else []
-    return [tuple(np.pad(a, ((0, 0), (0, w - a.shape[1]))) if w is not None else a for a, w in zip(layout, widths))
-            for layout in layouts]

@@ -55,8 +55,7 @@ class Stepper:
 
     def start_inputs(self, ids: np.ndarray, lengths: np.ndarray) -> tuple:
         """Host side: the arrays :meth:`device_start` takes for fresh sequences, row b the first
-        ``lengths[b]`` ids of ``ids`` (B, T); its 2-D arrays right-padded with zeros, so that more
-        zero columns change nothing (a beam decode pads its batches to one shape)."""
+        ``lengths[b]`` ids of ``ids`` (B, T), right-padded."""
         raise NotImplementedError(f"{type(self).__name__} does not start prompts of different lengths")
 
     def device_start(self, *inputs) -> tuple:
