@@ -108,8 +108,8 @@ class BeamDecoder:
     def _rows(self, prompts: int, batches: int) -> int:
         """The rows of a compiled call of ``prompts`` prompts, one of ``batches`` in a decode:
         every batch of a decode of several is padded to ``batch_size`` rows, so that a prefix
-        model's decode compiles once (each row count cost an XLA compilation of the loop, about a
-        second of each of g2p's evaluate stages, more than decoding the padding rows); a decode of
+        model's decode compiles once (each row count cost an XLA compilation of the loop: the GRU's
+        first g2p test decode went 5.7 -> 3.3 s greedy, 4.4 -> 1.5 s beam, on a shared machine); a decode of
         a single batch (a served request) is padded to a power of two only. An encoder-decoder's
         batches keep their own source widths (16, 32, ...): padding every source to the widest
         saved a compilation but slowed the steady decode of dates by a quarter."""
