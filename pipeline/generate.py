@@ -1,7 +1,9 @@
 """``python -m pipeline.generate MODEL --prompt TEXT``: generate text from any seqlab model.
 
 A model of paired data also decodes sources: ``--source TEXT`` (repeatable) prints one
-``source<TAB>output`` line each, decoded by beam search (``--beam-width``, 1: greedy).
+``source<TAB>output`` line each, decoded by beam search (``--beam-width``, 1: greedy). A model of
+an image corpus draws one image per prompt (the prompt names its class, or is empty), prints its
+levels row by row and, with ``--png PATH``, writes them side by side as one PNG.
 
 MODEL is a registered model (``models:/seqlab-lstm@champion``, ``models:/seqlab-gru/3``), a run's
 generator (``runs:/<run id>/generator``), a logged model folder (one holding ``MLmodel``), or a
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-p", type=float, help="1: off")
     ap.add_argument("--seed", type=int, help="-1: fresh randomness")
     ap.add_argument("--stop", help="the text ends before this string")
+    ap.add_argument("--png", type=Path, help="a model of images: write the images drawn to this PNG file")
     ap.add_argument("--vocab", type=Path, default=PREPARED / "vocab.json",
                     help="the vocabulary of a models/<arch> folder (default: %(default)s)")
     args = ap.parse_args(argv)
@@ -57,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         parse_requests(prompts, params, DEFAULTS)                # refuse a bad request before loading anything
         generator = open_text_generator(args.model, args.vocab)
         parse_requests(prompts, params, generator.defaults)      # and with the model's defaults, before any output
+        if generator.image_layout is not None:
+            return _images(generator, prompts, params, args.png)
+        if args.png is not None:
+            raise SeqlabError(f"--png: {args.model} is a model of text, not of images")
         if len(prompts) == 1:
             sys.stdout.write(prompts[0])
             for piece in generator.predict_stream(None, prompts[0], params):
@@ -70,6 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     except (SeqlabError, RequestError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _images(generator, prompts: list[str], params: dict, png: Path | None) -> int:
+    """An image model: each prompt's image as rows of levels, and all of them in one PNG row."""
+    import numpy as np
+
+    from pipeline.generation.images import write_grid_png
+    layout = generator.image_layout
+    images = np.asarray(list(generator.predict(None, prompts, params)["image"]))
+    for prompt, image in zip(prompts, images):
+        sys.stdout.write(f"=== prompt: {prompt!r} ({layout.height}x{layout.width}, {layout.levels} levels)\n"
+                         + "".join(" ".join(str(v) for v in row) + "\n" for row in image))
+    if png is not None:
+        write_grid_png(png, images[None], layout.levels)
+        sys.stdout.write(f"wrote {png}\n")
     return 0
 
 

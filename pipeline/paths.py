@@ -39,6 +39,7 @@ STORE_IDENTITY = PROVENANCE / "store.json"        # which tracking store holds t
 PLOTS = Path("plots")
 REPORTS = Path("reports")
 SAMPLES = REPORTS / "samples"
+MEDIA = REPORTS / "media"    # per model: an image corpus's PNG grids, a music corpus's ABC and MIDI (empty for text)
 CHECKPOINTS = Path("checkpoints")
 
 

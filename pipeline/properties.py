@@ -56,8 +56,10 @@ def _with_interval(s: dict, key: str) -> str:
 
 
 def properties_markdown(summaries: dict[str, dict], bpc: dict[str, float], threshold: float = THRESHOLD,
-                        figures: tuple[str, ...] = (CURVES_PNG, ATTENTION_PNG, ALIGNMENT_PNG)) -> str:
-    """The property table: one row per model, the measured numbers, then the figures."""
+                        figures: tuple[str, ...] = (CURVES_PNG, ATTENTION_PNG, ALIGNMENT_PNG),
+                        row_width: int | None = None) -> str:
+    """The property table: one row per model, the measured numbers, then the figures; on an image
+    corpus (``row_width``) the tokens are pixels, and the text says what the contexts were."""
     head = ("| model | valid bpc | full context | effective context | order matters up to | "
             "gradient decay / token | gradient half-life | half-life at init | mean attention distance |")
     lines = ["# How each model uses its context", "",
@@ -68,8 +70,12 @@ def properties_markdown(summaries: dict[str, dict], bpc: dict[str, float], thres
              "the fitted rate λ of ‖∂ℓ_T/∂e_(T−k)‖ ∝ exp(−λk), in nats per token (half-life ln 2 / λ tokens). "
              "Contexts and distances are in tokens; n/a where a measure does not apply. In brackets: the "
              f"{int(round(100 * next(iter(summaries.values())).get('interval', 0.9)))}% bootstrap interval over "
-             "the targets (resampled with replacement), which says how far a larger sample could move the number.", "",
-             head, "|" + "---|" * head.count(" | ") + "---|"]
+             "the targets (resampled with replacement), which says how far a larger sample could move the number.", ""]
+    if row_width is not None:
+        lines += [f"An image corpus: every token is a pixel, and every context is the target's image from its "
+                  f"start, the pixels older than the last n blanked (shuffled, for the order); the pixel above is "
+                  f"{row_width} pixels back (the dotted lines of the figure).", ""]
+    lines += [head.replace("valid bpc", "valid bits/dim") if row_width else head, "|" + "---|" * head.count(" | ") + "---|"]
     for model, s in summaries.items():
         lines.append("| " + " | ".join([
             model, _fmt(bpc.get(model), "{:.4f}"), str(s["full_context_tokens"]),
@@ -98,8 +104,12 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_curves(path: Path, rows: dict[str, list[dict]]) -> None:
-    """Context benefit, order sensitivity and gradient flow, one panel each, every model overlaid."""
+SYMBOL = {"context.csv": "n", "order.csv": "b", "gradients.csv": "k"}    # each panel's x
+
+
+def plot_curves(path: Path, rows: dict[str, list[dict]], row_width: int | None = None) -> None:
+    """Context benefit, order sensitivity and gradient flow, one panel each, every model overlaid;
+    on an image corpus (``row_width``) counted in pixels, a dotted line where the pixel above enters."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -120,6 +130,10 @@ def plot_curves(path: Path, rows: dict[str, list[dict]]) -> None:
         if name == "gradients.csv":
             ax.set_xscale("linear")
             ax.set_yscale("log")
+        if row_width is not None:
+            xlabel = xlabel.replace("tokens", "pixels")
+            above = row_width - 1 if name == "gradients.csv" else row_width     # k counts from the pixel before
+            ax.axvline(above, color="grey", linestyle=":", label=f"the pixel above ({SYMBOL[name]} = {above})")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

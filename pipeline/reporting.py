@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 from pipeline.io import atomic_write, write_text
@@ -75,6 +76,14 @@ COLUMNS = (("model", "model", "{}"), ("family", "family", "{}"), ("parameters", 
            ("test_ppl", "test ppl", "{:.3f}"), ("test_bpc", "test bpc", "{:.4f}"), ("champion", "champion", "{}"))
 
 
+# image corpora: bits per dimension and nats per image instead of perplexity and bits per character
+IMAGE_COLUMNS = (("valid_bpd", "valid bits/dim", "{:.4f}"), ("test_bpd", "test bits/dim", "{:.4f}"),
+                 ("test_nats_per_image", "test nats/image", "{:.2f}"))
+
+# music corpora (pipeline.generation.music): the fraction of sampled tunes that music21 parses
+MUSIC_COLUMNS = (("sample_parse_rate", "tunes that parse", "{:.0%}"), ("sample_midi_rate", "to MIDI", "{:.0%}"))
+
+
 def gate_verdict(gate: dict) -> str:
     """The champion column of a model: ``yes`` (it is the champion), ``proposed (why)`` (it is the
     challenger that accepting this change promotes) or ``no (why)``."""
@@ -87,13 +96,28 @@ def comparison_markdown(rows: list[dict], stats: dict) -> str:
     def cell(row, key, fmt):
         v = row.get(key)
         return "" if v is None else fmt.format(v)
-    columns = COLUMNS[:-1] + TRANSDUCTION_COLUMNS + BEAM_COLUMNS + COLUMNS[-1:] if any(
-        "test_exact_match" in r for r in rows) else COLUMNS
+    image = stats.get("image")
+    if image:
+        columns = COLUMNS[:5] + IMAGE_COLUMNS + COLUMNS[-1:]
+    elif any("sample_parse_rate" in r for r in rows):
+        columns = COLUMNS[:-1] + MUSIC_COLUMNS + COLUMNS[-1:]
+    elif any("test_exact_match" in r for r in rows):
+        columns = COLUMNS[:-1] + TRANSDUCTION_COLUMNS + BEAM_COLUMNS + COLUMNS[-1:]
+    else:
+        columns = COLUMNS
     lines = [f"# Model comparison on {stats['source']} ({stats['tokenizer']} tokens, vocabulary "
-             f"{stats['vocab_size']}, data {stats['data_hash']})", "",
-             "All models score every token of each split under one protocol (see README, Metrics); "
-             "rows are sorted by test bits per character.", "",
-             "| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
+             f"{stats['vocab_size']}, data {stats['data_hash']})", ""]
+    if image:
+        base, pixels = image["baseline"], image["height"] * image["width"]
+        lines += [f"{image['height']}x{image['width']} images, {image['levels']} levels, one image per example"
+                  + (", conditioned on its class" if image["labels"] else "") + "; every pixel of each split is "
+                  "scored under one protocol (see README, Metrics); rows are sorted by test bits per dimension. "
+                  f"Independent per-pixel intensities (counted on train): valid {base['valid_bpd']:.4f}, test "
+                  f"{base['test_bpd']:.4f} bits/dim ({base['test_bpd'] * math.log(2) * pixels:.2f} nats/image).", ""]
+    else:
+        lines += ["All models score every token of each split under one protocol (see README, Metrics); "
+                  "rows are sorted by test bits per character.", ""]
+    lines += ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(cell(row, k, f) for k, _, f in columns) + " |")
     return "\n".join(lines) + "\n"

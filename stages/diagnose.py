@@ -17,21 +17,52 @@ from pipeline.data.vocab_layout import BOS_ID
 from pipeline.properties import (ALIGNMENT_PNG, ATTENTION_PNG, CURVES_PNG, curve_rows, plot_alignment, plot_attention,
                                  plot_curves, write_tables)
 from pipeline.saved import load_saved
-from pipeline.scoring.diagnostics import fit_decay, measure_context, sample_targets, windows
+from pipeline.data.image_layout import LEVEL_OFFSET
+from pipeline.scoring.diagnostics import ImageContexts, fit_decay, measure_context, sample_targets, windows
 from pipeline.stage import run_stage
 from pipeline.tracking.runs import model_run
 
 ALIGNED_EXAMPLES = 3     # test examples drawn in the alignment figure
 
 
-def diagnose(folder, p, stream, targets, examples) -> dict:
+def diagnose(folder, p, stream, targets, examples, image: ImageContexts | None = None) -> dict:
     """Every measure of one saved model: its use of context, then its probes (where they apply),
-    and its alignments on ``examples`` (encoder-decoders)."""
+    and its alignments on ``examples`` (encoder-decoders). On an image corpus every model is
+    measured on whole images up to the target, up to all its pixels."""
     saved = load_saved(folder)
-    cap, order_width = saved.context_limits(p.diagnose.max_context)
-    m = measure_context(saved.context_scorer(), stream, targets, cap, p.diagnose.seed, order_width=order_width)
-    return (m | saved.probes(windows(stream, targets, cap), stream[targets].astype(np.int32), p.seed)
-            | {"alignment": saved.alignments(examples)})
+    if image is None:
+        cap, order_width = saved.context_limits(p.diagnose.max_context)
+        probe_ctx, probe_y = windows(stream, targets, cap), stream[targets].astype(np.int32)
+    else:
+        cap = order_width = image_cap(p, image)
+        probe_ctx, probe_y = image_probes(stream, image)
+    m = measure_context(saved.context_scorer(), stream, targets, cap, p.diagnose.seed, order_width=order_width,
+                        image=image)
+    return m | saved.probes(probe_ctx, probe_y, p.seed) | {"alignment": saved.alignments(examples)}
+
+
+def image_view(data, targets: np.ndarray) -> ImageContexts | None:
+    """Where each target's image starts, for an image corpus (None for text)."""
+    layout = data.image
+    if layout is None:
+        return None
+    starts = np.asarray(data.starts("valid"), np.int64)
+    origins = starts[np.searchsorted(starts, targets - 1, side="right") - 1]
+    return ImageContexts(origins, layout.prefix, LEVEL_OFFSET, layout.width, layout.pixels)
+
+
+def image_cap(p, image: ImageContexts) -> int:
+    """The most pixels a context curve keeps: the whole image before the last pixel, or less."""
+    return int(min(p.diagnose.max_context, image.max_pixels))
+
+
+def image_probes(stream, image: ImageContexts) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient probes of an image corpus: in each sampled image, the middle pixel of the last row,
+    its context the image from ``<bos>`` (one width for every row: distance k = W - 1 is the pixel above)."""
+    at = image.prefix + image.max_pixels - image.width // 2       # stream offset of the probed pixel
+    origins = np.unique(image.origins)
+    return (np.stack([stream[o:o + at] for o in origins.tolist()]).astype(np.int32),
+            np.asarray(stream[origins + at], np.int32))
 
 
 def alignment_examples(data, count: int = ALIGNED_EXAMPLES) -> list[np.ndarray]:
@@ -69,15 +100,17 @@ def main(argv: list[str]) -> None:
     if len(stream) <= p.diagnose.max_context:
         raise SeqlabError(f"diagnose.max_context: {p.diagnose.max_context} tokens of context need a longer "
                           f"validation split than its {len(stream) - 1} tokens; lower diagnose.max_context")
-    targets = sample_targets(len(stream), p.diagnose.max_context, p.diagnose.targets, p.diagnose.seed,
+    # an image's targets: any pixel below the first row (its context is the image so far)
+    before = p.diagnose.max_context if data.image is None else data.image.prefix + data.image.width
+    targets = sample_targets(len(stream), before, p.diagnose.targets, p.diagnose.seed,
                              data.mask("valid"), data.starts("valid"))
     if not len(targets):
         within = " within its example" if data.starts("valid") is not None else ""
         raise SeqlabError(f"diagnose: no scored validation target has diagnose.max_context={p.diagnose.max_context} "
                           f"tokens before it{within}; lower diagnose.max_context")
-    measures, examples = {}, alignment_examples(data)
+    measures, examples, image = {}, alignment_examples(data), image_view(data, targets)
     for model in p.compared_models:
-        measures[model] = diagnose(MODELS / model, p, stream, targets, examples)
+        measures[model] = diagnose(MODELS / model, p, stream, targets, examples, image)
         print(f"diagnose {model}: done")
     summaries = {model: summarise(m) for model, m in measures.items()}
     rows = {}
@@ -87,7 +120,7 @@ def main(argv: list[str]) -> None:
     for model, s in summaries.items():
         write_json(DIAGNOSTICS / f"{model}.json", s)
     write_tables(PLOTS / "diagnostics", rows)
-    plot_curves(REPORTS / CURVES_PNG, rows)
+    plot_curves(REPORTS / CURVES_PNG, rows, row_width=None if image is None else image.width)
     plot_attention(REPORTS / ATTENTION_PNG, [(model, m["attention_window"]) for model, m in measures.items()
                                             if m.get("attention_window")])
     aligned = [(model, m["alignment"]) for model, m in measures.items() if m["alignment"]]

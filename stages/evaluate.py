@@ -7,10 +7,11 @@ training, so that the serving code is a dependency of this stage only: editing i
 """
 from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
+from pipeline.generation.media import media_results
 from pipeline.generation.text import generate_texts, sample_rows
 from pipeline.io import read_json, write_json, write_text
 from pipeline.models.network import load_network
-from pipeline.paths import METRICS, MODELS, PREPARED, PROVENANCE, SAMPLES, model_lock
+from pipeline.paths import MEDIA, METRICS, MODELS, PREPARED, PROVENANCE, SAMPLES, model_lock
 from pipeline.reporting import format_samples
 from pipeline.scoring.protocol import flat_metrics, network_pieces, split_scores
 from pipeline.saved.network import SavedNetwork
@@ -44,18 +45,19 @@ def evaluate(arch: str, p) -> None:
                                           stepper=stepper, starts=data.starts(split), examples=data.examples)
         per_split[split] = split_scores(pieces, data.chars(split), data.mask(split))
     g = p.generate
-    samples = list(zip(g.prompts, generate_texts(saved.sampler(), tok, sample_rows(g))))
+    media, media_section, media_files = media_results(saved.sampler(), data, per_split, g, MEDIA / arch)
+    samples = [] if data.image or media else list(zip(g.prompts, generate_texts(saved.sampler(), tok, sample_rows(g))))
     summary = read_json(MODELS / arch / "run.json")
     registered = register_trained(p.mlflow.experiment, arch, summary, MODELS / arch, network,
                                   PREPARED / "vocab.json", data.data_hash, g, p.eval.length_penalty)
     transduced, section = paired_results(saved, data, p.eval)   # what it outputs, paired data
-    scores = flat_metrics(per_split) | transduced
+    scores = flat_metrics(per_split) | transduced | media
     metrics = scores | {k: summary[k] for k in ("parameters", "train_seconds", "train_tokens_per_second")}
     provenance = {"family": summary["family"], **protocol, "train_state": summary.get("state"),
                   "kept_epoch": summary.get("kept_epoch"), "data_hash": data.data_hash,
                   "registered_model": registered["name"], "version": registered["version"],
                   "run_id": registered["run_id"]}
-    samples_text = format_samples(arch, samples, g) + section
+    samples_text = format_samples(arch, samples, g) + section + media_section
     write_json(METRICS / f"{arch}.json", metrics)
     write_json(PROVENANCE / f"{arch}.json", provenance)
     write_text(SAMPLES / f"{arch}.txt", samples_text)
@@ -65,6 +67,8 @@ def evaluate(arch: str, p) -> None:
         run.log_corpus(("valid", "test"))
         run.log_metrics(scores)
         run.log_text(samples_text, "samples.txt")
+        for path in media_files:
+            run.log_artifact(path, "media")
     set_version_metrics(registered["name"], registered["version"], scores)
 
 

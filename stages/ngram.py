@@ -4,10 +4,11 @@ import time
 from pipeline.config.params import load_params
 from pipeline.data.prepared import load_prepared
 from pipeline.disk import require_free  # check only
+from pipeline.generation.media import media_results
 from pipeline.generation.text import generate_texts, sample_rows
 from pipeline.io import write_json, write_text
 from pipeline.models.ngram_external import build_disk_bytes, build_kneser_ney
-from pipeline.paths import METRICS, MODELS, NGRAM_FILE, PREPARED, PROVENANCE, SAMPLES
+from pipeline.paths import MEDIA, METRICS, MODELS, NGRAM_FILE, PREPARED, PROVENANCE, SAMPLES
 from pipeline.reporting import format_samples
 from pipeline.saved.ngram import SavedNgram
 from pipeline.scoring.protocol import flat_metrics, split_scores
@@ -35,9 +36,10 @@ def main(argv: list[str]) -> None:
     lm = saved.lm
     per_split = {s: split_scores(lm.logprob_pieces(data.ids[s]), data.chars(s), data.mask(s)) for s in ("valid", "test")}
     g = p.generate
-    samples = list(zip(g.prompts, generate_texts(saved.sampler(), tok, sample_rows(g))))
+    media, media_section, media_files = media_results(saved.sampler(), data, per_split, g, MEDIA / "ngram")
+    samples = [] if data.image or media else list(zip(g.prompts, generate_texts(saved.sampler(), tok, sample_rows(g))))
     transduced, section = paired_results(saved, data, p.eval)      # what it outputs, paired data
-    scores = flat_metrics(per_split) | transduced
+    scores = flat_metrics(per_split) | transduced | media
     metrics = scores | {
         "parameters": int(lm.parameters), "train_seconds": build_seconds,
         "train_tokens_per_second": len(data.ids["train"]) / build_seconds}
@@ -46,7 +48,7 @@ def main(argv: list[str]) -> None:
     if data.boundary_id is not None:    # the context restarts after every example's line end
         provenance |= {"examples": data.examples, "context_reset_after": int(data.boundary_id)}
     write_json(METRICS / "ngram.json", metrics)
-    samples_text = format_samples("ngram", samples, g) + section
+    samples_text = format_samples("ngram", samples, g) + section + media_section
     write_text(SAMPLES / "ngram.txt", samples_text)
     print(f"ngram order {p.ngram.order}: valid ppl {metrics['valid_ppl']:.3f}, test bpc {metrics['test_bpc']:.4f}")
     name = registered_name(p.mlflow.experiment, "ngram")
@@ -56,6 +58,8 @@ def main(argv: list[str]) -> None:
                         "fallback_orders": str(lm.fallback_orders)})
         run.log_metrics(metrics)
         run.log_text(samples_text, "samples.txt")
+        for path in media_files:
+            run.log_artifact(path, "media")
         version = register_generator(MODELS / "ngram", PREPARED / "vocab.json", None, name, data.data_hash,
                                      sampler_defaults(g))
     set_version_metrics(name, version, scores)

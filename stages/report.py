@@ -29,7 +29,9 @@ def main(argv: list[str]) -> None:
     flat = {r["model"]: r["valid_nll"] / math.log(2) for r in rows if r["model"] not in histories}
     table = comparison_markdown(rows, stats)
     diagnostics = {r["model"]: read_json(DIAGNOSTICS / f"{r['model']}.json") for r in rows}
-    properties = properties_markdown(diagnostics, {r["model"]: r["valid_bpc"] for r in rows})
+    image = stats.get("image")
+    properties = properties_markdown(diagnostics, {r["model"]: r["valid_bpc"] for r in rows},
+                                     row_width=image["width"] if image else None)
     write_json(REPORTS / "comparison.json", {"data": stats, "models": rows})
     write_text(REPORTS / "comparison.md", table)
     write_text(REPORTS / "properties.md", properties)

@@ -22,15 +22,19 @@ from pipeline.training.runtime import is_chief
 
 
 def network_builder(data, m, t):
-    """``build_model`` for this data: an encoder-decoder gets the data's marker id, and every example
-    must fit one window of the training context (it reads its whole source from the window)."""
-    if family_of(m).reads_source:
+    """``build_model`` for this data: an encoder-decoder gets the data's marker id, a 2-D image model
+    the image layout, and for both every example must fit one window of the training context (one
+    reads its whole source from the window, the other its whole image)."""
+    family = family_of(m)
+    if family.reads_source or family.reads_image:
         longest = max(longest_example(data.starts(s), len(data.ids[s])) for s in ("train", "valid", "test"))
         if longest > t.seq_len:
             raise SeqlabError(f"train.seq_len: {t.seq_len} is shorter than the longest example ({longest} tokens "
                               f"with its line end); family {m.family!r} reads each example whole: expected "
-                              f"train.seq_len >= {longest}, or a smaller data.max_target_chars")
-    return functools.partial(build_model, marker_id=data.marker_id)
+                              f"train.seq_len >= {longest}" + ("" if family.reads_image else
+                                                               ", or a smaller data.max_target_chars"))
+    return functools.partial(build_model, marker_id=data.marker_id,
+                             image=None if data.image is None else data.image.model_config())
 
 
 def split_extras(data) -> dict:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipeline.data.image_layout import LEVEL_OFFSET, ImageLayout
 from pipeline.data.vocab_layout import BOS_ID
 from pipeline.models.catalog import builtin_families, get_family
 from pipeline.models.family import ModelParams
@@ -70,6 +71,18 @@ class FamilyCase:
         return SOURCE if self.marker is not None else 0
 
     @property
+    def image(self) -> dict | None:
+        """The image layout the case's network is built with: :data:`IMAGE` for a 2-D image model."""
+        return image_of(self.family)
+
+    @property
+    def live(self) -> int:
+        """Positions whose logits the network computes from its input: all of them, but for an image
+        model only those that predict a pixel (it outputs zeros past its image's last pixel)."""
+        image = self.image
+        return MAX_LEN if image is None else image["prefix"] - 1 + image["height"] * image["width"]
+
+    @property
     def name(self) -> str:
         """The family's own name (``window_mlp`` for the example family)."""
         return get_family(self.family).name
@@ -79,6 +92,13 @@ def marker_of(family: str) -> int | None:
     """The marker id a network of ``family`` is built with in the tests: MARKER for an
     encoder-decoder (it reads a source), None otherwise."""
     return MARKER if get_family(family).reads_source else None
+
+
+def image_of(family: str, vocab: int = VOCAB) -> dict | None:
+    """The image layout a network of ``family`` is built with in the tests: 4x5 images of ``vocab - 4``
+    levels, unlabelled (so every id but <bos> and the three markers is a level), for a family
+    that reads images; None otherwise. An example (20 pixels and its end) fits in MAX_LEN."""
+    return ImageLayout(4, 5, vocab - LEVEL_OFFSET).model_config() if get_family(family).reads_image else None
 
 
 def families() -> list[str]:
@@ -156,7 +176,7 @@ def built(c: FamilyCase) -> Built:
 
         from pipeline.models import build_model, make_stepper
         keras.utils.set_random_seed(SEED)
-        model = build_model(c.cfg, VOCAB, MAX_LEN, c.marker)
+        model = build_model(c.cfg, VOCAB, MAX_LEN, c.marker, c.image)
         _BUILT[c.id] = Built(c.cfg, model, make_stepper(model, c.cfg, MAX_LEN))
     return _BUILT[c.id]
 

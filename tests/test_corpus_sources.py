@@ -7,10 +7,12 @@ import sys
 import pytest
 
 from pipeline.data import corpus as corpus_mod
+from pipeline.data import file_hashes
 from pipeline.data import splits as splits_mod
 from pipeline.data.corpus import (BUILTIN_TEXTS, BUILTINS, SOURCES, Builtin, BuiltinSource, FolderSource,
                                   TextFileSource, UrlSource, check_sha256, fingerprint, load_corpus,
                                   open_corpus, source_for)
+from pipeline.data.images import ImageSource
 from pipeline.errors import SeqlabError
 from tests.conftest import ROOT
 
@@ -42,11 +44,16 @@ def serve(monkeypatch):
 
 def test_one_source_per_kind_in_order(tmp_path):
     (tmp_path / "f.txt").write_text(TEXT)
-    assert [type(s) for s in SOURCES] == [BuiltinSource, UrlSource, FolderSource, TextFileSource]
+    (tmp_path / "train.txt").write_text(TEXT)       # a text corpus's folder, although a subfolder holds images
+    (tmp_path / "pngs").mkdir()
+    (tmp_path / "pngs" / "a.png").write_bytes(b"")
+    (tmp_path / "a.npy").write_bytes(b"")
+    assert [type(s) for s in SOURCES] == [ImageSource, BuiltinSource, UrlSource, FolderSource, TextFileSource]
     assert all(s.describe() for s in SOURCES)
     for spec, kind in [("builtin:python-docs", BuiltinSource), ("builtin:nope", BuiltinSource), (URL, UrlSource),
                        (str(tmp_path), FolderSource), (str(tmp_path / "f.txt"), TextFileSource),
-                       ("f.txt", TextFileSource)]:
+                       ("f.txt", TextFileSource), ("builtin:digits", ImageSource), ("builtin:mnist", ImageSource),
+                       ("pngs", ImageSource), ("a.npy", ImageSource)]:
         assert type(source_for(spec, tmp_path)) is kind, spec
 
 
@@ -60,7 +67,7 @@ def test_splits_have_a_module_of_their_own():
 
 def test_builtin_fingerprint_and_reading():
     text = BUILTIN_TEXTS["builtin:python-docs"].text()
-    assert BUILTINS == ("builtin:python-docs", "builtin:cmudict", "builtin:dates")
+    assert BUILTINS == ("builtin:python-docs", "builtin:cmudict", "builtin:dates", "builtin:abc-folk")
     assert fingerprint("builtin:python-docs") == {
         "source": "builtin:python-docs",
         "files": {"builtin:python-docs": sha(text.encode()), "python": "3.11.7"}}
@@ -93,7 +100,7 @@ def test_unknown_builtin_names_the_available_ones(monkeypatch):
         with pytest.raises(SeqlabError) as e:
             call()
         assert str(e.value) == ("data.corpus: unknown builtin 'builtin:nope'; "
-                                "available: builtin:python-docs, builtin:cmudict, builtin:dates, builtin:tiny")
+                                "available: builtin:python-docs, builtin:cmudict, builtin:dates, builtin:abc-folk, builtin:tiny")
 
 
 def test_text_file_fingerprint_cache_and_reading(tmp_path, monkeypatch):
@@ -104,7 +111,7 @@ def test_text_file_fingerprint_cache_and_reading(tmp_path, monkeypatch):
     assert fingerprint("tiny.txt", root=tmp_path)["files"] == {"tiny.txt": sha(TEXT.encode())}
     assert list(stats) == [str(path.resolve())]
     with monkeypatch.context() as m:     # unchanged size and mtime: the file is not read again
-        m.setattr(corpus_mod, "file_sha256", lambda p: pytest.fail("re-hashed an unchanged file"))
+        m.setattr(file_hashes, "file_sha256", lambda p: pytest.fail("re-hashed an unchanged file"))
         assert fingerprint(str(path), stats=stats)["files"] == {"tiny.txt": sha(TEXT.encode())}
     path.write_text(TEXT + "one more line\n")
     assert fingerprint(str(path), stats=stats)["files"] == {"tiny.txt": sha((TEXT + "one more line\n").encode())}
@@ -167,7 +174,7 @@ def test_a_spec_no_source_takes_lists_every_kind(tmp_path):
     with pytest.raises(SeqlabError) as e:
         fingerprint("no/such.txt", root=tmp_path)
     message = str(e.value)
-    assert message.startswith("data.corpus: 'no/such.txt' is neither a builtin")
+    assert message.startswith("data.corpus: 'no/such.txt' is neither an image corpus")
     assert all(s.describe() in message for s in SOURCES)
     with pytest.raises(SeqlabError, match=r"^data.corpus: 'http://example.org/x.txt': only https:// URLs"):
         open_corpus("http://example.org/x.txt", SPLIT)

@@ -68,7 +68,7 @@ def test_unknown_sources():
         load_corpus("builtin:nope", [0.9, 0.05, 0.05])
     with pytest.raises(SeqlabError, match="only https"):
         load_corpus("http://example.org/x.txt", [0.9, 0.05, 0.05])
-    with pytest.raises(SeqlabError, match="neither a builtin"):
+    with pytest.raises(SeqlabError, match="is neither an image corpus"):
         load_corpus("no/such/file.txt", [0.9, 0.05, 0.05])
 
 

@@ -78,7 +78,7 @@ def test_mixed_precision_keeps_float32_logits(case):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        model = build_model(case.cfg, VOCAB, MAX_LEN, case.marker)
+        model = build_model(case.cfg, VOCAB, MAX_LEN, case.marker, case.image)
         ids = random_ids(np.random.default_rng(3), 2, 5)
         logits = model(ids, training=False)
         assert keras.backend.standardize_dtype(logits.dtype) == "float32"
@@ -111,7 +111,7 @@ def test_causality(case):
         assert (changed[:, t + 1:] != ids[:, t + 1:]).all()
         out = forward(model, changed)
         np.testing.assert_allclose(out[:, :t + 1], base[:, :t + 1], atol=1e-5, rtol=0)
-        for row in range(2):
+        for row in range(2 if t + 1 < case.live else 0):
             assert not np.allclose(out[row, t + 1], base[row, t + 1], atol=1e-5), (t, row)
 
 

@@ -14,7 +14,7 @@ from pipeline.errors import SeqlabError  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 from pipeline.models.catalog import builtin_families, parse_model  # noqa: E402
 from pipeline.data.vocab_layout import BOS_ID  # noqa: E402
-from tests.family_cases import FAMILY_CASES, marker_of, params  # noqa: E402
+from tests.family_cases import FAMILY_CASES, image_of, marker_of, params  # noqa: E402
 from tests.tiny_models import tiny_cfg  # noqa: E402
 
 VOCAB = 23
@@ -30,8 +30,8 @@ def families_with(field: str) -> list[str]:
 @pytest.mark.parametrize("case", params(FAMILY_CASES))
 def test_training_reduces_loss(case):
     keras.utils.set_random_seed(2)
-    model = build_model(case.cfg, VOCAB, MAX_LEN, case.marker)
-    pattern = np.array([3, 4, 5, 6, 7, 3, 5, 7], np.int32)
+    model = build_model(case.cfg, VOCAB, MAX_LEN, case.marker, case.image)
+    pattern = np.array([4, 5, 6, 7, 8, 4, 6, 8], np.int32)      # every id a level of an image model
     stream = np.tile(pattern, 20)
     x = np.stack([np.concatenate([[BOS_ID], stream[i:i + 23]]) for i in range(8)]).astype(np.int32)
     y = np.stack([stream[i:i + 24] for i in range(8)]).astype(np.int32)
@@ -46,7 +46,7 @@ def test_embedding_init(family):
     vocab = 200
     for init, lo, hi in (("normal", 0.9, 1.1), ("default", 0.0, 0.06)):
         cfg = tiny_cfg(family, embed_init=init, embed_dim=64)
-        model = build_model(cfg, vocab, MAX_LEN, marker_of(family))
+        model = build_model(cfg, vocab, MAX_LEN, marker_of(family), image_of(family, vocab))
         table = np.asarray(model.embed(np.arange(vocab, dtype=np.int32)[None]))[0]   # every token's vector
         assert table.shape == (vocab, 64)
         assert lo < table.std() < hi, (family, init, table.std())

@@ -14,6 +14,8 @@ from tests.repo_copy import tool_env
 
 
 TASK_PRESETS = {"dates": "builtin:dates", "g2p": "builtin:cmudict"}   # a task: its own paired corpus
+IMAGE_PRESETS = {"digits": "builtin:digits", "mnist": "builtin:mnist"}  # images: every family but the encoder-decoders
+OWN_CORPUS = TASK_PRESETS | IMAGE_PRESETS | {"folk": "builtin:abc-folk"}
 
 
 @pytest.mark.parametrize("name", available())
@@ -21,16 +23,21 @@ def test_shipped_presets_validate(name):
     merged, params = preset_params(name, read_yaml(ROOT / "params.yaml"))
     assert params.models and model_configs(params), name   # every model valid for its family
     # a model preset trains on the user's corpus (data.corpus); a task preset names its own
-    corpus = TASK_PRESETS.get(name, read_yaml(ROOT / "params.yaml")["data"]["corpus"])
+    corpus = OWN_CORPUS.get(name, read_yaml(ROOT / "params.yaml")["data"]["corpus"])
     assert merged["data"]["corpus"] == corpus
-    if name in TASK_PRESETS:      # every family takes part, the encoder-decoders included
+    if name in TASK_PRESETS:      # every family that applies takes part, the encoder-decoders included
         from pipeline.models.catalog import builtin_families
-        assert {m.family for m in model_configs(params).values()} == set(builtin_families())
+        assert {m.family for m in model_configs(params).values()} == {
+            n for n, f in builtin_families().items() if not f.reads_image}
         assert params.data.examples == "pairs"
+    if name in IMAGE_PRESETS:
+        from pipeline.models.catalog import builtin_families
+        assert {m.family for m in model_configs(params).values()} == {
+            n for n, f in builtin_families().items() if not f.reads_source}
 
 
 def test_required_presets_exist():
-    assert {"nanogpt-baby", "lstm-5min", "shakespeare-best", *TASK_PRESETS} <= set(available())
+    assert {"nanogpt-baby", "lstm-5min", "shakespeare-best", *OWN_CORPUS} <= set(available())
 
 
 def test_nanogpt_baby_matches_the_reference_configuration():

@@ -65,10 +65,10 @@ def test_external_family_errors_name_the_key():
 def test_flops_per_token(name):
     pytest.importorskip("keras")
     from pipeline.models import build_model
-    from tests.family_cases import marker_of
+    from tests.family_cases import image_of, marker_of
     from tests.tiny_models import tiny_cfg
     cfg = tiny_cfg(name)
-    model = build_model(cfg, 30, 16, marker_of(name))
+    model = build_model(cfg, 30, 16, marker_of(name), image_of(name, 30))
     family = get_family(name)
     flops = family.flops_per_token(model, cfg, 16)
     weights = matmul_weights(model)

@@ -417,6 +417,8 @@ def test_credentials_in_the_tracking_uri_are_written_nowhere(mlflow_server, tmp_
 
 # --------------------------------------------------------------------------- serving
 class StubTokenizer:
+    kind = "char"
+
     def encode(self, text):
         return np.array([2 + (ord(c) % 18) for c in text], dtype=np.int32)
 
@@ -701,6 +703,18 @@ def test_a_run_whose_stage_was_killed_is_ended_and_its_version_marked(mlflow_sto
     assert runs.INCOMPLETE_TAG in client.get_model_version("seqlab-killed-gru", version).tags
 
 
+def _run_outside_the_repo(script: str, tmp_path: Path):
+    """The JSON that ``script`` prints last, run by ``python -c`` in a fresh process in a folder
+    outside the repository, without PYTHONPATH (a served model must bring its own code)."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.run([sys.executable, "-c", script], cwd=outside, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow   # in CI (.ci/run) after `make test`, which it keeps under 10 minutes
 def test_a_transducer_is_served_from_a_fresh_process_outside_the_repo(mlflow_store, tmp_path):
     """A network of paired data served as a transducer: requests with a `source` column decode each
@@ -732,13 +746,7 @@ def test_a_transducer_is_served_from_a_fresh_process_outside_the_repo(mlflow_sto
         f"req = {{'source': {words!r}}}\n"
         "out = {w: list(pf.predict(req, params={'beam_width': w, 'max_tokens': 8})['text']) for w in (1, 3)}\n"
         "print(json.dumps(out))\n")
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    p = subprocess.run([sys.executable, "-c", script], cwd=outside, env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    got = json.loads(p.stdout.strip().splitlines()[-1])
+    got = _run_outside_the_repo(script, tmp_path)
     assert got == {"1": want[1], "3": want[3]}
     import mlflow
     pf = mlflow.pyfunc.load_model(info.model_uri)
@@ -749,6 +757,51 @@ def test_a_transducer_is_served_from_a_fresh_process_outside_the_repo(mlflow_sto
             pf.predict({"source": words}, params=params)
     with pytest.raises(Exception, match="both a 'prompt' and a 'source' column"):
         pf.predict({"source": words, "prompt": words})
+
+
+@pytest.mark.slow   # in CI (.ci/run) after `make test`, which it keeps under 10 minutes
+def test_an_image_model_is_served_from_a_fresh_process_outside_the_repo(mlflow_store, tmp_path):
+    """A PixelCNN of a labelled image corpus served from its URI in a fresh process outside the repo:
+    one image per prompt (the prompt names the class), as (height, width) levels, the same for the
+    same seed, exactly the images the evaluate stage's sampler draws; a class it does not know is
+    a clear refusal; the logged signature says the output is an image."""
+    from pipeline.data.image_layout import PIXELS, ImageLayout
+    from pipeline.data.tokenizers import Tokenizer
+    from pipeline.generation.images import draw
+    from pipeline.models import build_model
+    from pipeline.models.catalog import parse_model
+    from pipeline.models.network import save_network
+    from pipeline.saved.network import SavedNetwork
+
+    layout = ImageLayout(4, 5, 3, ("cat", "dog"))
+    vocab = tmp_path / "vocab.json"
+    Tokenizer(PIXELS, layout.tokens(), layout.options()).save(vocab)
+    cfg = parse_model({"family": "pixelcnn", "embed_dim": 4, "units": 8, "layers": 2, "kernel_size": 3,
+                       "first_kernel": 3}, "model")
+    vocab_size = len(layout.tokens())
+    save_network(tmp_path / "net", build_model(cfg, vocab_size, 24, image=layout.model_config()), cfg, 24, vocab_size)
+    with runs.model_run("seqlab-images", "pixelcnn", "train", "hashI"):
+        info = pyfunc.log_generator(tmp_path / "net", vocab, cfg)
+    want = draw(SavedNetwork.load(tmp_path / "net").sampler(), layout, [layout.prompt("dog"), layout.prompt("cat")],
+                [5, 6]).tolist()
+    script = (
+        "import json, sys, mlflow\n"
+        "assert not any('pipeline' in p for p in sys.path if p), sys.path\n"
+        f"pf = mlflow.pyfunc.load_model({info.model_uri!r})\n"
+        "out = pf.predict({'prompt': ['dog', 'cat', 'dog'], 'seed': [5, 6, 5]})\n"
+        "print(json.dumps({'columns': list(out.columns), 'images': [[list(r) for r in im] for im in out['image']],\n"
+        "                  'outputs': str(pf.metadata.get_output_schema())}))\n")
+    got = _run_outside_the_repo(script, tmp_path)
+    assert got["columns"] == ["image"] and "'image': Array(Array(long))" in got["outputs"]
+    images = np.asarray(got["images"])
+    assert images.shape == (3, 4, 5) and images.min() >= 0 and images.max() < 3
+    assert images.tolist()[:2] == want and images[2].tolist() == want[0]
+    import mlflow
+    pf = mlflow.pyfunc.load_model(info.model_uri)
+    with pytest.raises(Exception, match="prompt: unknown class label 'bird'; expected one of cat, dog"):
+        pf.predict({"prompt": ["bird"]})
+    with pytest.raises(Exception, match="conditioned on the class"):
+        pf.predict({"prompt": [""]})
 
 
 def test_a_saved_network_compiles_each_transducer_setting_once_and_keeps_a_bounded_few(tmp_path):

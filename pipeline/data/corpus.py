@@ -39,21 +39,21 @@ on this module.
 """
 from __future__ import annotations
 
-import hashlib
 import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from pipeline.data import builtin_pairs
+from pipeline.data import builtin_music, builtin_pairs
+from pipeline.data.file_hashes import blocks, file_sha256, remembered_sha256, sha256_of
+from pipeline.data.images import ImageSource
 from pipeline.data.splits import SPLITS   # also imported from here by older code
 from pipeline.data.text_blocks import BLOCK_BYTES, ScannedText, scan
 from pipeline.errors import SeqlabError
 from pipeline.io import atomic_write
 from pipeline.paths import SNAPSHOTS
 
-HASH_BLOCK = 1 << 20     # bytes read at a time when hashing: any size in bounded memory
 
 
 # --- the splits of an opened corpus ------------------------------------------------------------
@@ -167,25 +167,7 @@ def _split_one_file(file: ScannedText, fractions: list[float], where: str, sourc
     return CorpusText(split_file(file, fractions, where, group), source, file.hygiene)
 
 
-# --- sha256: hashing in blocks and the one check against an expected digest ----------------------
-
-def _blocks(f: BinaryIO) -> Iterator[bytes]:
-    return iter(lambda: f.read(HASH_BLOCK), b"")
-
-
-def sha256_of(blocks: Iterable[bytes]) -> str:
-    """Hex sha256 of the concatenated ``blocks``: one hasher for files, downloads and texts."""
-    h = hashlib.sha256()
-    for block in blocks:
-        h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in :data:`HASH_BLOCK` blocks (any size in bounded memory)."""
-    with open(path, "rb") as f:
-        return sha256_of(_blocks(f))
-
+# --- sha256: the one check against an expected digest (hashing lives in pipeline.data.file_hashes) ---
 
 def sha256_matches(actual: str, expected: str) -> bool:
     """Whether the hex digest ``actual`` is the ``expected`` one (written in either case)."""
@@ -198,19 +180,6 @@ def check_sha256(where: str, actual: str, expected: str, consequence: str = "") 
     was done about it, appended to the message."""
     if not sha256_matches(actual, expected):
         raise SeqlabError(f"data.corpus: {where}: sha256 mismatch: expected {expected}, got {actual}{consequence}")
-
-
-def _file_sha256(path: Path, stats: dict) -> str:
-    """:func:`file_sha256`, remembered: ``stats`` maps a path to (size, mtime_ns, sha256) seen before,
-    so an unchanged file is not read again (the ``corpus`` stage runs at every repro)."""
-    st = path.stat()
-    key = str(path.resolve())
-    seen = stats.get(key)
-    if seen and seen[0] == st.st_size and seen[1] == st.st_mtime_ns:
-        return seen[2]
-    digest = file_sha256(path)
-    stats[key] = [st.st_size, st.st_mtime_ns, digest]
-    return digest
 
 
 def _download(url: str, sha256: str, dest_dir: Path) -> Path:
@@ -229,7 +198,7 @@ def _download(url: str, sha256: str, dest_dir: Path) -> Path:
     def fetch(tmp: Path) -> None:
         try:
             with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as out:
-                got = sha256_of(written(_blocks(r), out))
+                got = sha256_of(written(blocks(r), out))
         except OSError as e:
             raise SeqlabError(f"data.corpus: could not download {url}: {e}") from None
         check_sha256(url, got, sha256, "; nothing was saved")
@@ -250,7 +219,7 @@ class CorpusSource(ABC):
     @abstractmethod
     def fingerprint(self, spec: str, sha256: str | None, root: Path, stats: dict) -> dict[str, str]:
         """What the text is, as ``{name: sha256 or version}`` (the ``files`` of data/corpus.json):
-        cheap enough to run at every repro (``stats``: see :func:`_file_sha256`)."""
+        cheap enough to run at every repro (``stats``: see :func:`~pipeline.data.file_hashes.remembered_sha256`)."""
 
     @abstractmethod
     def open(self, spec: str, fractions: list[float], sha256: str | None, root: Path,
@@ -271,6 +240,7 @@ class Builtin:
     about: str
     pins: Callable[[], dict[str, str]] = dict
     group: Callable[[str], str] | None = None
+    notation: str | None = None     # a music notation ("abc": pipeline.generation.music checks its samples)
 
 
 # The reference documentation of one CPython release, as its ``pydoc_data.topics`` holds it (79 topics
@@ -300,6 +270,9 @@ BUILTIN_TEXTS: dict[str, Builtin] = {
     "builtin:dates": Builtin(builtin_pairs.dates_text,
                              "dates as 20 locales write them -> ISO 8601 (CLDR, through Babel)",
                              builtin_pairs.dates_pins),
+    "builtin:abc-folk": Builtin(builtin_music.abc_folk_text,
+                                "O'Neill's Irish folk tunes in ABC notation (music21's corpus), one tune a line",
+                                builtin_music.abc_folk_pins, notation="abc"),
 }
 BUILTINS = tuple(BUILTIN_TEXTS)    # the builtin specs, as older code imports them
 
@@ -365,7 +338,7 @@ class FolderSource(CorpusSource):
 
     def fingerprint(self, spec, sha256, root, stats):
         path = _local_path(spec, root)
-        return {f"{s}.txt": _file_sha256(path / f"{s}.txt", stats) for s in SPLITS if (path / f"{s}.txt").is_file()}
+        return {f"{s}.txt": remembered_sha256(path / f"{s}.txt", stats) for s in SPLITS if (path / f"{s}.txt").is_file()}
 
     def open(self, spec, fractions, sha256, root, block_bytes):
         path = _local_path(spec, root)
@@ -390,7 +363,7 @@ class TextFileSource(CorpusSource):
 
     def fingerprint(self, spec, sha256, root, stats):
         path = _local_path(spec, root)
-        return {path.name: _file_sha256(path, stats)}
+        return {path.name: remembered_sha256(path, stats)}
 
     def open(self, spec, fractions, sha256, root, block_bytes):
         path = _local_path(spec, root)
@@ -401,7 +374,8 @@ class TextFileSource(CorpusSource):
 
 
 # every kind of data.corpus, tried in order: a new kind is one entry here
-SOURCES: tuple[CorpusSource, ...] = (BuiltinSource(), UrlSource(), FolderSource(), TextFileSource())
+# (an image corpus, first: a builtin or a folder of its own; prepared as images, see pipeline.data.images)
+SOURCES: tuple[CorpusSource, ...] = (ImageSource(), BuiltinSource(), UrlSource(), FolderSource(), TextFileSource())
 
 
 def source_for(spec: str, root: Path = Path(".")) -> CorpusSource:
@@ -420,7 +394,7 @@ def source_for(spec: str, root: Path = Path(".")) -> CorpusSource:
 def fingerprint(spec: str, sha256: str | None = None, root: Path = Path("."), stats: dict | None = None) -> dict:
     """What the corpus ``spec`` holds, as ``{"source", "files": {name: sha256}}``: the builtin's text,
     a file's or a folder's three files' bytes, an URL's pinned sha256. ``stats``: see
-    :func:`_file_sha256` (updated in place). Errors like :func:`load_corpus`'s."""
+    :func:`~pipeline.data.file_hashes.remembered_sha256` (updated in place). Errors like :func:`load_corpus`'s."""
     stats = {} if stats is None else stats
     return {"source": spec, "files": source_for(spec, root).fingerprint(spec, sha256, root, stats)}
 

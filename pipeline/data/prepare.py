@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.corpus import CorpusText, open_corpus
+from pipeline.data.corpus import BUILTIN_TEXTS, CorpusText, open_corpus
 from pipeline.data.examples import LINES, PAIRS, StartsWriter
 from pipeline.data.pairs import SEPARATOR, check_pairs
 from pipeline.data.loss_mask import line_end_id, marker_ids, scored_chars, scored_mask
@@ -75,6 +75,9 @@ def prepare(corpus: CorpusText, out_dir: Path, kind: str, vocab_size: int, lower
                  "splits": splits, "cleaning": corpus.hygiene, "data_hash": finish_hash(h, tokenizer)}
         if score_after:
             stats["score_after"] = score_after
+        notation = BUILTIN_TEXTS[corpus.source].notation if corpus.source in BUILTIN_TEXTS else None
+        if notation:        # music: the evaluate stage checks and exports the sampled tunes
+            stats["notation"] = notation
         if examples in (LINES, PAIRS):     # and the token that ends one (-1: none, every split is one example)
             stats |= {"examples": examples, "example_end": line_end_id(tokenizer)}
         write_json(tmp / "stats.json", stats)

@@ -15,6 +15,7 @@ import numpy as np
 from pipeline.data.splits import SPLITS
 from pipeline.errors import SeqlabError
 from pipeline.io import read_json
+from pipeline.data.image_layout import layout_of
 from pipeline.data.tokenizers import Tokenizer, load_tokenizer
 
 
@@ -57,8 +58,14 @@ class PreparedData:
             return None
         return int(self.tokenizer.tokens.index("\t"))
 
+    @property
+    def image(self):
+        """The :class:`~pipeline.data.image_layout.ImageLayout` of an image corpus; None for text."""
+        return layout_of(self.tokenizer)
+
     def chars(self, split: str) -> int:
-        """Characters of the scored text of ``split`` (all of it without a loss mask): bits per character."""
+        """Characters of the scored text of ``split`` (all of it without a loss mask): bits per character.
+        An image corpus's are its pixels, so its bits per character are bits per dimension."""
         s = self.stats["splits"][split]
         return int(s["scored_chars"] if split in self.masks else s["chars"])
 
@@ -87,7 +94,7 @@ def load_prepared(folder: Path, mmap: bool = True) -> PreparedData:
     ids = {s: np.load(folder / f"{s}.npy", allow_pickle=False, mmap_mode=mode) for s in SPLITS}
     stats = read_json(folder / "stats.json")
     masks = {s: np.load(folder / f"{s}_mask.npy", allow_pickle=False, mmap_mode=mode) for s in SPLITS
-             if stats.get("score_after")}
+             if stats.get("score_after") or stats.get("loss_mask")}
     starts = {s: np.load(folder / f"{s}_starts.npy", allow_pickle=False, mmap_mode=mode) for s in SPLITS
               if stats.get("examples")}
     return PreparedData(ids, load_tokenizer(folder / "vocab.json"), stats, masks, starts)

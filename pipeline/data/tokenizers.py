@@ -9,10 +9,14 @@ the tab and the line end are characters, the target is its whitespace-separated 
 the words of a translation), one token each. The two kinds of token have id ranges of their own
 (the words from ``options["words_from"]``), so a letter of a source and a one-letter word of a
 target are different tokens, and a target decoded on its own comes back with its spaces.
+
+``pixels`` is an image corpus's (:mod:`pipeline.data.image_layout`): its vocabulary is the
+layout's, not learned; as text an image is its label token, a tab, its levels as words, a newline.
 """
 from __future__ import annotations
 
 import collections
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -20,12 +24,14 @@ from typing import Iterable
 import numpy as np
 
 from pipeline.data.counting import BYTES_PER_TYPE, Counts
+from pipeline.data.image_layout import PIXELS
 from pipeline.data.pairs import SEPARATOR
 from pipeline.errors import SeqlabError
 from pipeline.io import read_json, write_json
 from pipeline.data.vocab_layout import BOS, BOS_ID, EOL, UNK, UNK_ID
 
 FORMAT_VERSION = 1
+_PIXEL_WORDS = re.compile(r"\t|\n|[^\s]+")
 CHAR_WORD = "char+word"    # pair lines: characters before the tab, whitespace words after it
 
 
@@ -80,6 +86,8 @@ class Tokenizer:
             return self._encode_char(text)
         if self.kind == CHAR_WORD:
             return self._encode_char_word(text)
+        if self.kind == PIXELS:
+            return self._encode_pixels(text)
         words = self._words(text)
         if self.kind == "word":
             return self._lookup(words)
@@ -107,6 +115,12 @@ class Tokenizer:
             out.append(chars("\n", UNK_ID))
         out.pop()      # the text's last piece has no line end after it
         return np.asarray(out, np.int32)
+
+    def _encode_pixels(self, text: str) -> np.ndarray:
+        """An image example as text (:meth:`decode`'s form): the tab and the line end are tokens,
+        every other whitespace-separated word is a level or a ``label:`` token."""
+        get = self._index.get
+        return np.fromiter((get(w, UNK_ID) for w in _PIXEL_WORDS.findall(text)), dtype=np.int32)
 
     def _words(self, text: str):
         """Whitespace words of each line plus one ``<eol>`` per line, as a flat bytes array."""
@@ -140,6 +154,8 @@ class Tokenizer:
         ids = [int(i) for i in ids if int(i) != BOS_ID]
         if self.kind == CHAR_WORD:
             return self._decode_char_word(ids)
+        if self.kind == PIXELS:    # levels and labels as words, the separator and the end of image as themselves
+            return re.sub(r" ?([\t\n]) ?", r"\1", " ".join(self.tokens[i] for i in ids))
         toks = [self.tokens[i] for i in ids]
         if self.kind == "char":
             return "".join(toks)

@@ -10,6 +10,8 @@ family declares, ``catalog.py`` finds it):
   * ``transformer``: decoder-only pre-LN GPT, key/value-cached stepper, scored with windows;
   * ``seq2seq``: the encoder-decoders of paired data (recurrent with additive attention, Transformer
     with cross-attention), scored with windows of whole examples;
+  * ``pixelcnn``: the gated PixelCNN of image corpora (two stacks, no blind spot), built with the
+    corpus's image layout, with cached sampling;
   * ``module:Name``: a family from the user's own code (README, "Add your own model").
 
 The two functions below are the way the rest of seqlab builds a network and its stepper.
@@ -20,18 +22,25 @@ from __future__ import annotations
 from pipeline.models.catalog import family_of
 
 
-def build_model(cfg, vocab_size: int, max_len: int, marker_id: int | None = None):
+def build_model(cfg, vocab_size: int, max_len: int, marker_id: int | None = None, image: dict | None = None):
     """``cfg``'s family's Keras model: int32 ids (B, T) -> float32 logits (B, T, vocab_size).
 
     ``max_len`` is the training context; ``marker_id`` the id that ends each example's source in
-    paired data (None otherwise), given to the families that read a source. Under a
-    mixed-precision global policy the body computes in low precision while the logits stay float32.
+    paired data (None otherwise), given to the families that read a source; ``image`` an image
+    corpus's layout (``ImageLayout.model_config``, None for text), given to the families that
+    model images in two dimensions. Under a mixed-precision global policy the body computes in
+    low precision while the logits stay float32.
     """
+    from pipeline.errors import SeqlabError
     family = family_of(cfg)
+    if family.reads_image:
+        if image is None:
+            raise SeqlabError(f"family {family.name!r} models images in two dimensions: it needs an image corpus "
+                              "(data.corpus: builtin:digits, builtin:mnist, a folder of PNG files or an .npy/.npz array)")
+        return family.build(cfg, vocab_size, max_len, image=dict(image))
     if not family.reads_source:
         return family.build(cfg, vocab_size, max_len)
     if marker_id is None:
-        from pipeline.errors import SeqlabError
         raise SeqlabError(f"family {family.name!r} is an encoder-decoder: it reads a source, so it needs paired "
                           "data (data.examples: pairs, source<TAB>target lines)")
     return family.build(cfg, vocab_size, max_len, marker_id=int(marker_id))

@@ -21,7 +21,7 @@ from pipeline.errors import SeqlabError
 from pipeline.models.family import PROTOCOLS, Family, ModelParams, ParamError
 
 FAMILY_MODULES = ("pipeline.models.recurrent", "pipeline.models.conv", "pipeline.models.transformer",
-                  "pipeline.models.seq2seq")
+                  "pipeline.models.seq2seq", "pipeline.models.pixelcnn")
 
 
 @functools.cache

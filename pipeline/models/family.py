@@ -77,6 +77,7 @@ class Family:
     mixed_precision: ClassVar[bool] = True    # False: float32 even where `train.precision: auto` picks mixed
     xla_on_gpu: ClassVar[bool] = True         # False: keep the backend's own kernels on a GPU (cuDNN)
     reads_source: ClassVar[bool] = False      # an encoder-decoder: paired data only, built with its marker's id
+    reads_image: ClassVar[bool] = False       # a 2-D image model: image corpora only, built with their layout (image=)
 
     def check(self, cfg: ModelParams) -> None:
         """Raise :class:`ParamError` when fields contradict each other."""
@@ -86,7 +87,8 @@ class Family:
 
         ``max_len`` is the training context (``train.seq_len``); windowed families are never given
         more positions than that. A family that ``reads_source`` takes ``marker_id`` too: the id
-        of the marker that ends each example's source (``pipeline.models.seq2seq``).
+        of the marker that ends each example's source (``pipeline.models.seq2seq``); one that
+        ``reads_image`` takes ``image``, the corpus's layout (``ImageLayout.model_config``).
         """
         raise NotImplementedError(f"family {self.name!r} does not implement build")
 

@@ -33,7 +33,8 @@ class Network:
 
 
 def save_network(folder: Path, model, model_cfg: ModelParams, seq_len: int, vocab_size: int) -> None:
-    """Weights and config; an encoder-decoder's config keeps its marker id (``model.marker_id``)."""
+    """Weights and config; an encoder-decoder's config keeps its marker id (``model.marker_id``), an
+    image model its layout (``model.image``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".tmp.{WEIGHTS}"
@@ -42,6 +43,8 @@ def save_network(folder: Path, model, model_cfg: ModelParams, seq_len: int, voca
     config = {"model": model_cfg.as_dict(), "seq_len": seq_len, "vocab_size": vocab_size}
     if getattr(model, "marker_id", None) is not None:
         config["marker_id"] = int(model.marker_id)
+    if getattr(model, "image", None) is not None:
+        config["image"] = dict(model.image)
     write_json(folder / CONFIG, config)
     write_json(folder / KIND_FILE, {"kind": "network"})   # pipeline.saved.load_saved
 
@@ -52,6 +55,6 @@ def load_network(folder: Path) -> Network:
     folder = Path(folder)
     cfg = read_json(folder / CONFIG)
     model_cfg = model_params(cfg["model"], str(folder / CONFIG))
-    model = build_model(model_cfg, cfg["vocab_size"], cfg["seq_len"], cfg.get("marker_id"))
+    model = build_model(model_cfg, cfg["vocab_size"], cfg["seq_len"], cfg.get("marker_id"), cfg.get("image"))
     model.load_weights(folder / WEIGHTS)
     return Network(model, model_cfg, int(cfg["seq_len"]), int(cfg["vocab_size"]))

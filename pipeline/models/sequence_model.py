@@ -85,7 +85,7 @@ class SequenceModel(keras.Model):
         from pipeline.models import build_model
         from pipeline.models.catalog import model_params
         return build_model(model_params(config["model"], "saved Keras model"), config["vocab_size"],
-                           config["max_len"], config.get("marker_id"))
+                           config["max_len"], config.get("marker_id"), config.get("image"))
 
 
 def lookup_tables(model) -> list:

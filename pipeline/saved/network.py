@@ -82,7 +82,8 @@ class SavedNetwork:
         net = self.network
         m = {"grad": gradient_norms(net.model, contexts, targets)}
         keras.utils.set_random_seed(seed)
-        m["grad_init"] = gradient_norms(build_model(net.cfg, net.vocab_size, net.seq_len, getattr(net.model, "marker_id", None)), contexts, targets)
+        m["grad_init"] = gradient_norms(build_model(net.cfg, net.vocab_size, net.seq_len, getattr(net.model, "marker_id", None),
+                                                    getattr(net.model, "image", None)), contexts, targets)
         maps = attention_maps(net.model, contexts)
         m["attention_distance"] = [mean_attention_distance(a).tolist() for a in maps]
         m["attention_window"] = [a[0] for a in maps]

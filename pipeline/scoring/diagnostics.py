@@ -6,10 +6,16 @@ before the target). The n-gram and every network answer it, so the context-benef
 sensitivity are one piece of code for all models, and a causal network reads its logit at
 ``lengths[r] - 1``, exactly as if it had seen only that context (right padding never changes a
 causal model's earlier outputs).
+
+On an image corpus (:class:`ImageContexts`) a context is the target's image from its ``<bos>``, so
+that every model, the 2-D PixelCNN included, knows where the target lies; "only the last n pixels"
+blanks the older pixels (the background level) instead of cutting them off, and the curves add
+n = W - 1, W, W + 1 (W the row width): the step at W is what the pixel above is worth.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -53,15 +59,61 @@ def windows(stream: np.ndarray, targets: np.ndarray, width: int) -> np.ndarray:
     return np.stack([stream[t - width:t] for t in targets]).astype(np.int32)
 
 
-def context_losses(score: Scorer, stream: np.ndarray, targets: np.ndarray, lengths: list[int]) -> np.ndarray:
-    """(len(lengths), targets) loss in nats of every target when the model sees only its last n tokens."""
-    cap = max(lengths)
-    full = windows(stream, targets, cap)
+@dataclass(frozen=True)
+class ImageContexts:
+    """Where each target's image starts (``origins``: the stream index of its ``<bos>``), how many
+    stream positions precede its first pixel (``prefix``), the id that blanks a pixel, the row width."""
+    origins: np.ndarray
+    prefix: int
+    blank: int
+    width: int
+    pixels: int
+
+    @property
+    def max_pixels(self) -> int:
+        """Pixels before the last one: the longest context a pixel of the image has."""
+        return self.pixels - 1
+
+    def full(self, stream, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(contexts right-padded (B, longest), lengths (B,)): each target's image up to it."""
+        lengths = np.asarray(targets, np.int64) - self.origins
+        ctx = np.zeros((len(targets), int(lengths.max())), np.int32)
+        for r, (o, t) in enumerate(zip(self.origins.tolist(), np.asarray(targets).tolist())):
+            ctx[r, :t - o] = stream[o:t]
+        return ctx, lengths
+
+    def blanked(self, ctx: np.ndarray, lengths: np.ndarray, keep: int) -> np.ndarray:
+        """``ctx`` with every row's pixels older than its last ``keep`` set to the blank level."""
+        out = ctx.copy()
+        for row, n in zip(out, lengths.tolist()):
+            row[self.prefix:max(self.prefix, n - keep)] = self.blank
+        return out
+
+    def shuffled(self, ctx: np.ndarray, lengths: np.ndarray, keep: int, seed: int) -> np.ndarray:
+        """``ctx`` with every row's pixels older than its last ``keep`` permuted (fixed seed)."""
+        out, rng = ctx.copy(), np.random.default_rng(seed)
+        for row, n in zip(out, lengths.tolist()):
+            cut = max(self.prefix, n - keep)
+            row[self.prefix:cut] = rng.permutation(row[self.prefix:cut])
+        return out
+
+
+def context_losses(score: Scorer, stream: np.ndarray, targets: np.ndarray, lengths: list[int],
+                   image: ImageContexts | None = None) -> np.ndarray:
+    """(len(lengths), targets) loss in nats of every target when the model sees only its last n
+    tokens (an image: its last n pixels, the older ones blanked)."""
     y = stream[targets].astype(np.int32)
-    ctx = np.zeros((len(lengths) * len(targets), cap), np.int32)
-    lens = np.repeat(np.asarray(lengths, np.int64), len(targets))
-    for i, n in enumerate(lengths):
-        ctx[i * len(targets):(i + 1) * len(targets), :n] = full[:, cap - n:]
+    if image is not None:
+        full, lens = image.full(stream, targets)
+        ctx = np.concatenate([image.blanked(full, lens, n) for n in lengths])
+        lens = np.tile(lens, len(lengths))
+    else:
+        cap = max(lengths)
+        full = windows(stream, targets, cap)
+        ctx = np.zeros((len(lengths) * len(targets), cap), np.int32)
+        lens = np.repeat(np.asarray(lengths, np.int64), len(targets))
+        for i, n in enumerate(lengths):
+            ctx[i * len(targets):(i + 1) * len(targets), :n] = full[:, cap - n:]
     return -np.asarray(score(ctx, lens, np.tile(y, len(lengths))), np.float64).reshape(len(lengths), len(targets))
 
 
@@ -81,13 +133,19 @@ def shuffle_beyond(ctx: np.ndarray, keep: int, seed: int) -> np.ndarray:
 
 
 def order_losses(score: Scorer, stream: np.ndarray, targets: np.ndarray, width: int, keeps: list[int],
-                 seed: int) -> np.ndarray:
-    """(1 + len(keeps), targets) losses on windows of ``width`` tokens: intact, then with the tokens
-    older than the last b shuffled, per b."""
-    full = windows(stream, targets, width)
+                 seed: int, image: ImageContexts | None = None) -> np.ndarray:
+    """(1 + len(keeps), targets) losses on windows of ``width`` tokens (an image: the whole image up to
+    the target): intact, then with the tokens older than the last b shuffled, per b."""
     y = stream[targets].astype(np.int32)
-    blocks = [full] + [shuffle_beyond(full, b, seed + b) for b in keeps]
-    lp = score(np.concatenate(blocks), np.full(len(blocks) * len(y), width), np.tile(y, len(blocks)))
+    if image is not None:
+        full, lens = image.full(stream, targets)
+        blocks = [full] + [image.shuffled(full, lens, b, seed + b) for b in keeps]
+        lens = np.tile(lens, len(blocks))
+    else:
+        full = windows(stream, targets, width)
+        blocks = [full] + [shuffle_beyond(full, b, seed + b) for b in keeps]
+        lens = np.full(len(blocks) * len(y), width)
+    lp = score(np.concatenate(blocks), lens, np.tile(y, len(blocks)))
     return -np.asarray(lp, np.float64).reshape(len(blocks), len(y))
 
 
@@ -139,16 +197,20 @@ def fit_decay(norms: np.ndarray) -> tuple[float | None, float | None]:
 
 
 def measure_context(score: Scorer, stream: np.ndarray, targets: np.ndarray, cap: int, seed: int,
-                    order_width: int | None = None) -> dict:
+                    order_width: int | None = None, image: ImageContexts | None = None) -> dict:
     """Measures 1 and 2 of one model whose longest usable context is ``cap``: both curves and their
     summaries. Order sensitivity shuffles within windows of ``order_width`` tokens (default ``cap``;
-    wider for the n-gram, whose own window of order - 1 leaves nothing to shuffle beyond it)."""
+    wider for the n-gram, whose own window of order - 1 leaves nothing to shuffle beyond it). On an
+    image corpus (``image``) the contexts are whole images up to the target, and the row width's
+    neighbours join the lengths and the kept distances."""
     width = int(order_width or cap)
-    lengths = doubling(cap)
-    per_length = context_losses(score, stream, targets, lengths)
+    rows = {image.width - 1, image.width, image.width + 1} if image is not None else set()
+    lengths = sorted(set(doubling(cap)) | {n for n in rows if 0 < n < cap})
+    per_length = context_losses(score, stream, targets, lengths, image)
     losses = [float(x) for x in per_length.mean(axis=1)]
-    keeps = sorted({0, *(b for b in doubling(width) if b < width), *([cap] if cap < width else [])})
-    per_keep = order_losses(score, stream, targets, width, keeps, seed)
+    keeps = sorted({0, *(b for b in doubling(width) if b < width), *([cap] if cap < width else []),
+                    *(b for b in rows if 0 < b < width)})
+    per_keep = order_losses(score, stream, targets, width, keeps, seed, image)
     means = per_keep.mean(axis=1)
     base, increases = float(means[0]), [float(x - means[0]) for x in means[1:]]
 

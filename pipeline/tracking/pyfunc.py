@@ -15,6 +15,14 @@ request::
     # also {"inputs": ["The ", "A "], "params": {...}} and {"inputs": {"prompt": [...], ...}}
     # -> {"predictions": [{"text": "..."}, ...]}
 
+A model of an image corpus draws images instead: each row's ``prompt`` names its class (a labelled
+corpus) or is empty, and the output's one column ``image`` holds each image as (height, width)
+lists of levels (the whole image, whatever ``max_tokens`` says)::
+
+    curl -s localhost:5000/invocations -H 'Content-Type: application/json' \
+      -d '{"inputs": {"prompt": ["", ""], "seed": [1, 2]}}'
+    # -> {"predictions": [{"image": [[0, 0, 3, ...], ...]}, ...]}
+
 A model trained on paired data (``data.examples: pairs``) is also a transducer: a request with a
 ``source`` column instead of ``prompt`` decodes each source to its output (up to the example's
 end), by beam search of ``beam_width`` beams (1: greedy) with GNMT's ``length_penalty``, as the
@@ -132,7 +140,29 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
         rows = self._rows(model_input, params)
         if "source" in rows[0]:
             return pd.DataFrame({"text": self._transduce(rows)})
+        if self.image_layout is not None:
+            return pd.DataFrame({"image": self._images(rows)})
         return pd.DataFrame({"text": generate_texts(self.model, self.tokenizer, rows, self._deadline())})
+
+    @property
+    def image_layout(self):
+        """The image layout of a model of an image corpus (None for text)."""
+        from pipeline.data.image_layout import layout_of  # load time: where the model is served
+        return layout_of(self.tokenizer)
+
+    def _images(self, rows: list[dict]) -> list[list[list[int]]]:
+        """Each row's image, (height, width) levels as lists: its ``prompt`` names the class (a
+        labelled corpus) or is empty, and the whole image is drawn whatever ``max_tokens`` says."""
+        from pipeline.errors import SeqlabError  # load time: where the model is served
+        from pipeline.generation.images import draw  # load time: where the model is served
+        layout = self.image_layout
+        try:
+            prompts = [layout.prompt(r["prompt"] or None) for r in rows]
+        except SeqlabError as e:
+            raise RequestRejected(f"prompt: {e}", error_code=INVALID_PARAMETER_VALUE) from None
+        images = draw(self.model, layout, prompts, [r["seed"] for r in rows], [r["temperature"] for r in rows],
+                      [r["top_k"] for r in rows], [r["top_p"] for r in rows])
+        return [image.astype(int).tolist() for image in images]
 
     def _transduce(self, rows: list[dict]) -> list[str]:
         """Each row's source decoded to its output: ``source<TAB>`` up to the line end, the rows of
@@ -171,6 +201,9 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
         if len(rows) != 1:
             raise RequestRejected(f"input: {len(rows)} prompts; predict_stream takes one",
                                   error_code=INVALID_PARAMETER_VALUE)
+        if self.image_layout is not None:
+            raise RequestRejected("a model of images draws whole images: call predict (an image per prompt, "
+                                  "as arrays of levels)", error_code=INVALID_PARAMETER_VALUE)
         for deltas in stream_texts(self.model, self.tokenizer, rows, self._deadline()):
             if deltas[0]:
                 yield deltas[0]
@@ -209,8 +242,9 @@ def open_text_generator(model: str, vocab: Path) -> "TextGenerator":
     return generator
 
 
-def generator_signature(defaults: dict | None = None):
-    """The settings as inference params (with their defaults) and a ``text`` column out.
+def generator_signature(defaults: dict | None = None, images: bool = False):
+    """The settings as inference params (with their defaults) and a ``text`` column out (``images``:
+    an ``image`` column of (height, width) levels).
 
     There is deliberately no input schema: MLflow's column-schema enforcement rejects a plain
     list of prompts (it wants the named ``prompt`` column), and an unnamed one-column schema
@@ -218,13 +252,14 @@ def generator_signature(defaults: dict | None = None):
     """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import Array
 
     d = {**DEFAULTS, **(defaults or {})}
     kinds = {"max_tokens": "long", "temperature": "double", "top_k": "long", "top_p": "double",
              "seed": "long", "stop": "string", "beam_width": "long", "length_penalty": "double"}
     return ModelSignature(
         inputs=None,
-        outputs=Schema([ColSpec("string", "text")]),
+        outputs=Schema([ColSpec(Array(Array("long")), "image") if images else ColSpec("string", "text")]),
         params=ParamSchema([ParamSpec(k, kinds[k], _TYPES[k](d[k])) for k in SETTINGS]),
     )
 
@@ -270,10 +305,15 @@ def log_generator(network_folder, vocab_path, model_cfg=None, name: str = "gener
     quiet_mlflow()
     if mlflow.active_run() is None:
         raise RuntimeError("log_generator needs an active MLflow run")
+    from pipeline.data.image_layout import layout_of
+    from pipeline.data.tokenizers import load_tokenizer
+
     python_model = python_model or TextGenerator(defaults)
-    # One short greedy token: MLflow saves it as the serving example (the UI shows it).
-    example = pd.DataFrame({"prompt": ["The "], "max_tokens": [1], "temperature": [0.0],
-                            "seed": [0]})
+    layout = layout_of(load_tokenizer(Path(vocab_path)))
+    # One short greedy token (an image model: one image of its first class): MLflow saves it as the
+    # serving example (the UI shows it).
+    example = pd.DataFrame({"prompt": [(layout.labels or [""])[0] if layout else "The "], "max_tokens": [1],
+                            "temperature": [0.0], "seed": [0]})
     # The pickled object holds only `defaults` (the class is pickled by reference and shipped as
     # code), so MLflow's generic CloudPickle warning is noise here, as is the INFO line.
     pickle_note = _DropMessages("Passing a Python object as `python_model`",
@@ -289,7 +329,7 @@ def log_generator(network_folder, vocab_path, model_cfg=None, name: str = "gener
             python_model=python_model,
             artifacts={"network": str(network_folder), "vocab": str(vocab_path)},
             code_paths=[str(p) for p in shipped_code(model_cfg)],
-            signature=generator_signature(python_model.defaults),
+            signature=generator_signature(python_model.defaults, images=layout is not None),
             input_example=example,
             pip_requirements=pip_requirements(),
             registered_model_name=registered_name,
